@@ -1,0 +1,1 @@
+// Anchor translation unit of the ddpm_pch object library (see cmake/DdpmTargets.cmake).

@@ -1,0 +1,1 @@
+// Beta schedules (placeholder translation unit until the diffusion core lands).

@@ -1,0 +1,36 @@
+// Test helpers: golden files written by tests/reference/*.py, comparisons that print the worst
+// difference, and environment probes (GPU present, paths of the build).
+#pragma once
+#include <gtest/gtest.h>
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "ddpm/data/h5_tensor.h"
+
+namespace ddpm::testing {
+
+// build/golden/NAME.h5, produced by the CTest fixture golden_NAME (see tests/CMakeLists.txt).
+data::H5TensorFile golden(const std::string& name);
+
+// Source and build folders (from the test's environment, set by ddpm_add_test).
+std::string source_dir();
+std::string binary_dir();
+// A fresh empty folder under build/tmp/ for this test.
+std::string temp_dir(const std::string& name);
+
+// |actual - expected| <= atol + rtol * |expected| elementwise (compared in float64, same shape).
+// Always prints "[maxdiff] label: abs A rel R (atol, rtol)" so logs show how close we are.
+::testing::AssertionResult tensors_near(const at::Tensor& actual, const at::Tensor& expected,
+                                    double rtol, double atol, const std::string& label);
+
+bool cuda_available();
+
+}  // namespace ddpm::testing
+
+// Skips the current test when no CUDA device is present (label `gpu` tests).
+#define DDPM_REQUIRE_CUDA()                                             \
+  do {                                                                  \
+    if (!::ddpm::testing::cuda_available()) GTEST_SKIP() << "no CUDA device"; \
+  } while (0)
