@@ -5,6 +5,8 @@
 #include <jpeglib.h>
 #include <png.h>
 
+#include <algorithm>
+#include <cmath>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -170,22 +172,87 @@ void write_png_grid(const std::string& path, const at::Tensor& images, int64_t n
   write_png(path, make_grid(images, ncols));
 }
 
+namespace {
+
+// Separable resampling with a convolution kernel widened by the scale when shrinking (what
+// Pillow's resize does): box (support 1/2) and Keys' cubic with a = -0.5 (support 2). Each pass
+// rounds to uint8, as 8-bit images do.
+double box_filter(double x) { return x > -0.5 && x <= 0.5 ? 1.0 : 0.0; }  // (-1/2, 1/2]
+double cubic_filter(double x) {
+  constexpr double a = -0.5;
+  x = std::abs(x);
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+// Resamples axis 0 of a (len, inner) uint8 array to `out` entries.
+std::vector<uint8_t> resample_axis(const std::vector<uint8_t>& src, int64_t len, int64_t inner, int64_t out, bool cubic) {
+  const double scale = double(len) / double(out), fs = std::max(scale, 1.0);
+  const double support = (cubic ? 2.0 : 0.5) * fs;
+  std::vector<uint8_t> dst(out * inner);
+  std::vector<double> acc(inner), w;
+  for (int64_t o = 0; o < out; ++o) {
+    const double center = (o + 0.5) * scale;
+    const int64_t lo = std::max<int64_t>(int64_t(center - support + 0.5), 0);
+    const int64_t hi = std::min<int64_t>(int64_t(center + support + 0.5), len);
+    w.clear();
+    double total = 0;
+    for (int64_t j = lo; j < hi; ++j) {
+      w.push_back(cubic ? cubic_filter((j - center + 0.5) / fs) : box_filter((j - center + 0.5) / fs));
+      total += w.back();
+    }
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (int64_t j = lo; j < hi; ++j) {
+      const double wj = total != 0 ? w[j - lo] / total : 0;
+      const uint8_t* row = src.data() + j * inner;
+      for (int64_t i = 0; i < inner; ++i) acc[i] += wj * row[i];
+    }
+    for (int64_t i = 0; i < inner; ++i) dst[o * inner + i] = uint8_t(std::clamp(std::lround(acc[i]), 0L, 255L));
+  }
+  return dst;
+}
+
+// (h, w, c) -> (nh, nw, c): the width pass first, then the height pass.
+std::vector<uint8_t> resize(const std::vector<uint8_t>& src, int64_t h, int64_t w, int64_t c, int64_t nh,
+                            int64_t nw, bool cubic) {
+  std::vector<uint8_t> t(h * w * c), x = src;
+  if (nw != w) {  // transpose to (w, h, c), resample, transpose back
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t i = 0; i < w; ++i)
+        for (int64_t k = 0; k < c; ++k) t[(i * h + y) * c + k] = x[(y * w + i) * c + k];
+    const std::vector<uint8_t> r = resample_axis(t, w, h * c, nw, cubic);
+    x.assign(h * nw * c, 0);
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t i = 0; i < nw; ++i)
+        for (int64_t k = 0; k < c; ++k) x[(y * nw + i) * c + k] = r[(i * h + y) * c + k];
+  }
+  if (nh != h) x = resample_axis(x, h, nw * c, nh, cubic);
+  return x;
+}
+
+}  // namespace
+
 at::Tensor resize_center_crop(const at::Tensor& image, int64_t r) {
   TORCH_CHECK(image.scalar_type() == at::kByte && image.dim() == 3, "resize_center_crop: expected uint8 (H, W, C), got ",
               image.scalar_type(), " ", image.sizes());
   TORCH_CHECK(r > 0, "resize_center_crop: resolution must be > 0, got ", r);
-  at::Tensor x = image.permute({2, 0, 1}).unsqueeze(0).to(at::kFloat);  // (1, C, H, W)
-  int64_t h = x.size(2), w = x.size(3);
+  const at::Tensor in = image.contiguous();
+  int64_t h = in.size(0), w = in.size(1);
+  const int64_t c = in.size(2);
+  std::vector<uint8_t> x(in.data_ptr<uint8_t>(), in.data_ptr<uint8_t>() + in.numel());
   while (std::min(h, w) >= 2 * r) {  // area (box) halving
+    x = resize(x, h, w, c, h / 2, w / 2, false);
     h /= 2, w /= 2;
-    x = at::adaptive_avg_pool2d(x, {h, w});
   }
   const double scale = double(r) / double(std::min(h, w));
-  const int64_t nh = std::max<int64_t>(r, std::llround(h * scale)), nw = std::max<int64_t>(r, std::llround(w * scale));
-  if (nh != h || nw != w) x = at::_upsample_bicubic2d_aa(x, {nh, nw}, false, std::nullopt, std::nullopt);
+  const int64_t nh = std::llround(h * scale), nw = std::llround(w * scale);
+  x = resize(x, h, w, c, nh, nw, true);
   const int64_t top = (nh - r) / 2, left = (nw - r) / 2;
-  x = x.slice(2, top, top + r).slice(3, left, left + r);
-  return x.round().clamp(0, 255).to(at::kByte)[0].permute({1, 2, 0}).contiguous();  // (R, R, C)
+  at::Tensor out = at::empty({r, r, c}, at::kByte);  // (R, R, C)
+  uint8_t* o = out.data_ptr<uint8_t>();
+  for (int64_t y = 0; y < r; ++y) std::memcpy(o + y * r * c, x.data() + ((top + y) * nw + left) * c, r * c);
+  return out;
 }
 
 }  // namespace ddpm::data

@@ -29,9 +29,9 @@ void write_png(const std::string& path, const at::Tensor& image);
 at::Tensor make_grid(const at::Tensor& images, int64_t ncols);
 void write_png_grid(const std::string& path, const at::Tensor& images, int64_t ncols = 8);
 
-// improved-diffusion's resize: while the short side >= 2R, halve both sides (area average);
-// then bicubic (antialiased) so the short side is R (sizes round(s * R / short)); then centre
-// crop to R x R. image uint8 (H, W, C) -> uint8 (R, R, C).
+// improved-diffusion's resize: while the short side >= 2R, halve both sides (box filter, area
+// average); then bicubic (Keys a = -0.5, widened when shrinking, as Pillow) so the short side is R
+// (sizes round(s * R / short)); then centre crop to R x R. uint8 (H, W, C) -> uint8 (R, R, C).
 at::Tensor resize_center_crop(const at::Tensor& image, int64_t resolution);
 
 }  // namespace ddpm::data
