@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <string>
 #include <thread>
 
 #include "testing/testing.h"
@@ -28,7 +29,13 @@ pid_t read_pid(const fs::path& p) {
   return pid;
 }
 
-bool alive(pid_t pid) { return kill(pid, 0) == 0; }
+// Running (a zombie left to a non-reaping pid 1 counts as ended).
+bool alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string pid_s, comm, state;
+  if (!(stat >> pid_s >> comm >> state)) return false;
+  return state != "Z" && state != "X";
+}
 
 TEST(DistFailure, KillOneRankEndsTheJobWithin60Seconds) {
   const fs::path dir = ddpm::testing::temp_dir("dist_kill");
@@ -68,8 +75,12 @@ TEST(DistFailure, KillOneRankEndsTheJobWithin60Seconds) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  // The surviving ranks must be gone too, not just mpirun.
+  while (Clock::now() - t_kill < std::chrono::seconds(60) && (alive(pids[0]) || alive(pids[2])))
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const double seconds = std::chrono::duration<double>(Clock::now() - t_kill).count();
-  std::printf("[kill] mpirun ended %.2f s after kill -9 of rank 1 (status %d)\n", seconds, status);
+  std::printf("[kill] mpirun and ranks 0, 2 ended %.2f s after kill -9 of rank 1 (mpirun status %d)\n",
+              seconds, status);
   if (!exited) {
     kill(mpirun, SIGKILL);
     waitpid(mpirun, &status, 0);
