@@ -1,7 +1,8 @@
 // Serving and pushing the job's metrics: MetricsExporter serves GET /metrics on --metrics-addr
-// (prometheus-cpp's civetweb Exposer: nothing but reading), Pushgateway pushes the registry to a
-// Prometheus Pushgateway at an interval and once more at exit with ddpm_exit_status.
+// (nothing but reading), Pushgateway pushes the registry to a Prometheus Pushgateway at an
+// interval and once more at exit with ddpm_exit_status.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -12,10 +13,6 @@
 #include <thread>
 
 #include "ddpm/monitoring/metrics.h"
-
-namespace prometheus {
-class Exposer;
-}
 
 namespace ddpm::monitoring {
 
@@ -31,20 +28,32 @@ std::optional<HostPort> parse_host_port(const std::string& value, const std::str
 using WarnFn = std::function<void(const std::string&)>;
 WarnFn stderr_warn();
 
+// A minimal HTTP/1.0 server on its own thread: GET (or HEAD) /metrics answers the exposition
+// text, another method on /metrics gets 405, any other path 404. Not prometheus-cpp's Exposer:
+// civetweb starts its threads with a fixed 100 KiB stack, below the static TLS of a process that
+// links torch with CUDA (cublasLt alone has 92 KiB), so pthread_create fails with EINVAL there.
 class MetricsExporter {
  public:
   // addr per --metrics-addr: "host:port", port 0 picks a free port (see port()), "none" serves
   // nothing. Throws std::runtime_error when the address cannot be bound.
   MetricsExporter(const std::string& addr, const Metrics& metrics);
   ~MetricsExporter();
-  bool enabled() const { return exposer_ != nullptr; }
-  int port() const { return port_; }       // the bound port (0 when disabled)
-  std::string url() const;                  // http://host:port/metrics ("" when disabled)
+  MetricsExporter(const MetricsExporter&) = delete;
+  MetricsExporter& operator=(const MetricsExporter&) = delete;
+  bool enabled() const { return fd_ >= 0; }
+  int port() const { return port_; }  // the bound port (0 when disabled)
+  std::string url() const;             // http://host:port/metrics ("" when disabled)
 
  private:
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  void serve();
+  void answer(int client);
+
+  const Metrics& metrics_;
   std::string host_;
   int port_ = 0;
+  int fd_ = -1;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
 };
 
 struct PushgatewayOptions {
