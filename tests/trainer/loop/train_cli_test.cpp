@@ -41,7 +41,7 @@ int run(const std::string& cmd, const std::string& log) {
 std::string tiny_flags(const std::string& data, const std::string& run_dir, int64_t max_steps) {
   return " --data " + data + " --run-dir " + run_dir + " --model tiny --model-overrides '{\"in_channels\":1,"
          "\"out_channels\":1}' --schedule cosine --diffusion-steps 4 --global-batch 16 --max-steps " +
-         std::to_string(max_steps) + " --lr 1e-3 --log-every 1 --save-every 1000 --metrics-addr none --seed 5";
+         std::to_string(max_steps) + " --lr 1e-3 --log-every 1 --save-every 1000 --metrics-addr none --seed 5 --sample-respacing 2";
 }
 
 std::string fresh_dir(const std::string& name) {
@@ -84,13 +84,19 @@ TEST(TrainCli, SigtermCheckpointsExits75AndResumes) {
   }
   // Wait until it has logged a few steps (the log is flushed per line).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  int status = 0;
+  bool exited = false;
   while (std::chrono::steady_clock::now() < deadline) {
     const std::string log = read_text(run_dir + "/log.jsonl");
     if (log.find("\"step\":3,") != std::string::npos) break;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  ASSERT_FALSE(exited) << "ddpm_train ended before SIGTERM: " << read_text(dir + "/first.txt");
   ASSERT_EQ(kill(pid, SIGTERM), 0);
-  int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   const std::string first = read_text(dir + "/first.txt");
   ASSERT_TRUE(WIFEXITED(status)) << first;
