@@ -49,6 +49,8 @@ Trainer::Trainer(const TrainConfig& config, dist::Communicator& comm, const c10:
   world_ = comm_.world_size();
   build();
   resume_or_init();
+  // After the resume check: a config that was refused does not replace the saved one.
+  if (rank_ == 0) write_config_file((std::filesystem::path(config_.run_dir) / "config.json").string(), config_);
 }
 
 Trainer::~Trainer() = default;
@@ -315,10 +317,7 @@ TrainOutcome train(const TrainConfig& config, dist::Communicator& comm, const c1
     clear_stop_request();
     handlers.emplace();
   }
-  if (comm.rank() == 0) {
-    std::filesystem::create_directories(config.run_dir);
-    write_config_file((std::filesystem::path(config.run_dir) / "config.json").string(), config);
-  }
+  if (comm.rank() == 0) std::filesystem::create_directories(config.run_dir);
   comm.barrier();
   detail::Trainer trainer(config, comm, device, hooks);
   return trainer.run_loop();

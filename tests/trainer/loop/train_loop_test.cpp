@@ -158,6 +158,29 @@ TEST(TrainLoop, ConfigThatDiffersOnResumeIsAnErrorListingTheKeys) {
   }
 }
 
+// --init-from: the weights of another run's model.pt are where training starts (one step at
+// lr 1e-10 moves no parameter by more than ~1e-10; a fresh initialisation differs by O(0.1)).
+TEST(TrainLoop, InitFromWeights) {
+  const std::string dir = shared_dir("initfrom");
+  const std::string data = dataset(dir);
+  TrainConfig source = tiny_config(data, dir + "/source", 3);
+  source.seed = 11;
+  const TrainOutcome src = train(source, comm(), at::kCPU, quiet());
+  const model::TensorDict weights = model::load_tensor_dict(src.checkpoint + "/model.pt");
+  TrainConfig c = tiny_config(data, dir + "/run", 1);
+  c.init_from = src.checkpoint + "/model.pt";
+  c.lr = 1e-10;
+  const TrainOutcome out = train(c, comm(), at::kCPU, quiet());
+  const TrainState s = load_checkpoint(out.checkpoint);
+  ASSERT_EQ(s.model.size(), weights.size());
+  double worst = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    worst = std::max(worst, (s.model[i].second - weights[i].second).abs().max().item<double>());
+  }
+  std::printf("[maxdiff] init-from weights after one step at lr 1e-10: %.3g (atol 1e-6)\n", worst);
+  EXPECT_LT(worst, 1e-6);
+}
+
 // 40 steps on the bars: the mean loss of the last 5 steps is below 0.6x that of the first 5
 // (the zero-initialised output layer starts every run at loss ~1 = E[eps^2]).
 TEST(TrainLoop, LossFalls) {
