@@ -135,7 +135,11 @@ ImageDataset ImageDataset::open(const std::string& path) {
   try {
     if (H5Lexists(impl->file.getId(), "images", H5P_DEFAULT) <= 0)
       fail(path, "dataset '/images' not found", "expected uint8 (N, H, W, C); convert the data with ddpm_prepare");
-    impl->images = impl->file.openDataSet("images");
+    // No HDF5 chunk cache: reads cover whole chunks (the streaming reader caches them itself) or
+    // the whole dataset, and go straight into the caller's buffer.
+    H5::DSetAccPropList access;
+    access.setChunkCache(0, 0, 1.0);
+    impl->images = impl->file.openDataSet("images", access);
     std::vector<hsize_t> d(impl->images.getSpace().getSimpleExtentNdims());
     impl->images.getSpace().getSimpleExtentDims(d.data());
     const H5::DataType t = impl->images.getDataType();
