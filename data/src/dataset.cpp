@@ -72,6 +72,17 @@ std::vector<std::string> read_str_list_attr(const H5::H5Object& o, const char* n
   H5::DataSpace sp = a.getSpace();
   const hssize_t n = sp.getSimpleExtentNpoints();
   if (n <= 0) return out;
+  const H5::StrType stored = a.getStrType();
+  if (!stored.isVariableStr()) {  // fixed-length strings (numpy 'S' arrays from h5py)
+    const size_t len = stored.getSize();
+    std::vector<char> buf(n * len);
+    a.read(stored, buf.data());
+    for (hssize_t i = 0; i < n; ++i) {
+      std::string s(buf.data() + i * len, len);
+      out.push_back(s.substr(0, s.find('\0')));
+    }
+    return out;
+  }
   H5::StrType st(H5::PredType::C_S1, H5T_VARIABLE);
   std::vector<char*> raw(n, nullptr);
   a.read(st, raw.data());
