@@ -192,6 +192,15 @@ void set_value(TrainConfig& c, const Field& f, const Json& v, const std::string&
 
 }  // namespace detail
 
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = [] {
+    std::vector<ConfigKey> out;
+    for (const auto& f : detail::fields()) out.push_back(f.key);
+    return out;
+  }();
+  return keys;
+}
+
 // --- presets ---------------------------------------------------------------------------------
 
 std::vector<std::string> preset_names() { return {"ddpm-cifar10", "improved-cifar10", "fmnist-demo"}; }
