@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -253,5 +255,26 @@ TEST(Checkpoint, NamesArePaddedSteps) {
   EXPECT_EQ(checkpoint_name(0), "000000");
   EXPECT_EQ(checkpoint_name(12345678), "12345678");
   EXPECT_EQ(ema_file_name(0.9999), "ema_0.9999.pt");
+}
+}  // namespace
+
+namespace {
+// A figure, not a check (run with --gtest_also_run_disabled_tests): save + verify time of a
+// checkpoint the size of ddpm-cifar10 (35.7M float32 parameters, one EMA, AdamW's two moments).
+TEST(Checkpoint, DISABLED_TimeOfACifarSizedCheckpoint) {
+  const std::string run = ddpm::testing::temp_dir("ckpt_timing");
+  TrainState s = make_state(1000);
+  const int64_t n = 35746307;
+  s.model = {{"w", at::randn({n})}};
+  s.emas = {{0.9999, {{"w", at::randn({n})}}}};
+  s.optimizer = {{"exp_avg", at::randn({n})}, {"exp_avg_sq", at::rand({n})}};
+  CheckpointStore store(run);
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string path = store.save(s);
+  const auto t1 = std::chrono::steady_clock::now();
+  verify_checkpoint(path);
+  const auto t2 = std::chrono::steady_clock::now();
+  std::printf("[figure] save %.2f s, verify %.2f s for %.0f MB\n", std::chrono::duration<double>(t1 - t0).count(),
+              std::chrono::duration<double>(t2 - t1).count(), 4.0 * 4 * n / 1e6);
 }
 }  // namespace
