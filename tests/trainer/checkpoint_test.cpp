@@ -150,9 +150,12 @@ TEST(Checkpoint, CrashBeforeRenameLeavesPreviousCheckpointIntact) {
   ASSERT_TRUE(r.state.has_value());
   EXPECT_EQ(r.state->step, 100);
   EXPECT_TRUE(r.warnings.empty());
-  // The next save succeeds and removes the dead writer's temporary folder.
+  // The next save succeeds and removes the dead writer's temporary folder (and pointer file).
+  const std::string stale_pointer = run + "/checkpoints/latest.tmp-" + std::to_string(child);
+  std::ofstream(stale_pointer) << "000300\n";
   store.save(second);
   EXPECT_FALSE(fs::exists(leftover));
+  EXPECT_FALSE(fs::exists(stale_pointer));
   EXPECT_EQ(store.list_steps(), (std::vector<int64_t>{100, 200}));
   EXPECT_EQ(store.latest_pointer(), std::optional<int64_t>(200));
 }
