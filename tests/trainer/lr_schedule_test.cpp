@@ -1,6 +1,7 @@
 // Learning-rate schedule against tests/reference/lr_reference.py (float64 from the formula).
 #include <ATen/ATen.h>
 
+#include "ddpm/trainer/config.h"
 #include "ddpm/trainer/lr_schedule.h"
 #include "testing/testing.h"
 
@@ -32,5 +33,20 @@ TEST(LrSchedule, ParsesNamesAndRejectsOthers) {
   EXPECT_EQ(ddpm::trainer::parse_lr_decay("constant"), LrDecay::kConstant);
   EXPECT_THROW(ddpm::trainer::parse_lr_decay("cos"), std::invalid_argument);
   EXPECT_THROW(ddpm::trainer::learning_rate(LrSchedule{}, -1), std::invalid_argument);
+}
+TEST(LrSchedule, FromConfigDecaysOverTheRun) {
+  ddpm::trainer::TrainConfig c;
+  c.lr = 2e-4;
+  c.warmup_steps = 10;
+  c.lr_decay = "cosine";
+  c.lr_min = 1e-5;
+  c.global_batch = 10;
+  c.max_images = 1000;  // 100 steps
+  LrSchedule s = ddpm::trainer::make_lr_schedule(c);
+  EXPECT_EQ(s.decay, LrDecay::kCosine);
+  EXPECT_EQ(s.decay_steps, 100);
+  EXPECT_DOUBLE_EQ(ddpm::trainer::learning_rate(s, 100), 1e-5);
+  c.lr_decay_steps = 50;
+  EXPECT_EQ(ddpm::trainer::make_lr_schedule(c).decay_steps, 50);
 }
 }  // namespace
