@@ -22,7 +22,7 @@ done
 DEBS=(build-essential cmake ninja-build ccache pkg-config python3 python3-venv
       openmpi-bin libopenmpi-dev libhdf5-dev prometheus-cpp-dev prometheus prometheus-pushgateway
       dataset-fashion-mnist libgtest-dev libcli11-dev nlohmann-json3-dev libpng-dev zlib1g-dev
-      libjpeg62-turbo-dev)
+      libjpeg62-turbo-dev libssl-dev)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,140 @@
+// TrainConfig: every setting of a ddpm_train run, resolved from a named preset, then an optional
+// JSON config file, then command-line flags (later wins). The resolved config is JSON (printed on
+// rank 0, saved in the run dir, compared on resume). Every bad input throws
+// std::invalid_argument naming the flag / key, what was found and the fix.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ddpm::trainer {
+
+using Json = nlohmann::ordered_json;
+
+// Field names are the JSON keys; the flag of key `foo_bar` is `--foo-bar`.
+struct TrainConfig {
+  // --- run ---
+  std::string data;                  // HDF5 training set (required)
+  std::string run_dir;               // checkpoints/, config.json, log.jsonl, samples/ (required)
+  std::string preset;                // named preset applied first ("" = built-in defaults)
+  std::string config_file;           // JSON file applied after the preset
+  std::string resume = "auto";       // auto (newest valid checkpoint, else fresh) | none | PATH
+  std::string init_from;             // initial weights (.pt dict of tensors), "" = random init
+  // --- batch and length ---
+  int64_t global_batch = 128;        // images per optimizer step over all ranks
+  int64_t microbatch = 0;            // images per forward/backward on one rank, 0 = per-rank batch
+  int64_t max_steps = 0;             // stop after this many optimizer steps (0 = no step bound)
+  int64_t max_images = 0;            // stop once this many images were seen (0 = no image bound)
+  // --- optimizer (AdamW) and learning rate ---
+  double lr = 1e-4;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_eps = 1e-8;
+  int64_t warmup_steps = 0;          // linear warmup from lr/warmup_steps to lr
+  std::string lr_decay = "constant"; // constant | linear | cosine
+  double lr_min = 0.0;               // floor of the decay
+  int64_t lr_decay_steps = 0;        // step where the decay reaches lr_min, 0 = the run's length
+  double grad_clip = 0.0;            // max global grad norm, 0 = off
+  // --- EMA ---
+  std::vector<double> ema_rates = {0.9999};
+  bool ema_warmup = false;           // rate_k = min(rate, (1 + k) / (10 + k))
+  // --- precision ---
+  std::string precision = "fp32";    // fp32 | bf16 (autocast, GPU) | fp16 (dynamic loss scaling)
+  double loss_scale_init = 65536.0;
+  double loss_scale_growth = 2.0;    // factor after loss_scale_window finite steps in a row
+  double loss_scale_backoff = 0.5;   // factor after a non-finite step
+  int64_t loss_scale_window = 2000;
+  int64_t max_nonfinite_steps = 10;  // stop after this many non-finite steps in a row
+  // --- diffusion (names of DESIGN.md section 2) ---
+  std::string schedule = "linear";   // linear | cosine
+  int64_t diffusion_steps = 1000;    // T
+  std::string mean_type = "eps";     // eps | x0 | xprev
+  std::string var_type = "fixed-large";  // fixed-small | fixed-large | learned | learned-range
+  std::string loss_type = "mse";     // mse | rescaled-mse | kl | rescaled-kl (hybrid = rescaled-mse
+                                     // with learned-range)
+  bool rescale_timesteps = false;    // network sees t * 1000 / T
+  std::string timestep_sampler = "uniform";  // uniform | loss-second-moment
+  // --- model ---
+  std::string model = "ddpm-cifar10";  // U-Net preset name (model/unet)
+  Json model_overrides = Json::object();  // U-Net option overrides, e.g. {"num_channels": 64}
+  int64_t num_classes = 0;           // > 0: class-conditional
+  double label_dropout = 0.0;        // probability a label is dropped (classifier-free guidance)
+  // --- reproducibility ---
+  int64_t seed = 0;
+  // --- checkpoints ---
+  int64_t save_every = 5000;         // steps between checkpoints (one is also written at the end)
+  int64_t keep_last = 3;             // keep the newest K checkpoints (0 = keep all)
+  int64_t keep_every = 0;            // and every checkpoint whose step is a multiple of M (0 = none)
+  // --- sampling and evaluation ---
+  int64_t sample_every = 0;          // steps between sample grids, 0 = off
+  std::string sample_respacing = "100";  // "N", "a,b,c" (per-section counts) or "ddimN"
+  int64_t sample_count = 64;
+  int64_t sample_seed = 1234;        // fixed noise, so grids are comparable over time
+  int64_t fid_every = 0;             // steps between FID evaluations, 0 = off
+  int64_t fid_samples = 10000;
+  std::string fid_weights;           // InceptionV3 FID weights file ("" = domain extractor)
+  // --- logging and metrics ---
+  int64_t log_every = 100;
+  std::string metrics_addr = "none"; // HOST:PORT of the Prometheus exporter, or none
+  std::string pushgateway;           // HOST:PORT of a Pushgateway, "" = off
+};
+
+// One entry per TrainConfig field, in declaration order.
+struct ConfigKey {
+  std::string key;      // JSON key, e.g. "global_batch"
+  std::string flag;     // "--global-batch"
+  std::string group;    // help section
+  std::string help;
+  bool safe_on_resume;  // may differ from the checkpoint's config when resuming
+};
+const std::vector<ConfigKey>& config_keys();
+
+// Named presets: ddpm-cifar10, improved-cifar10, fmnist-demo.
+std::vector<std::string> preset_names();
+Json preset_json(const std::string& name);  // the keys it sets; throws listing the known names
+
+Json to_json(const TrainConfig& config);
+// Applies the keys present in `j` on top of `config`. `source` names where they came from
+// ("config file run.json", "preset fmnist-demo") in errors. Unknown keys and wrong types throw.
+void apply_json(TrainConfig& config, const Json& j, const std::string& source);
+TrainConfig config_from_json(const Json& j, const std::string& source);  // defaults + j
+
+// Ranges, enums, required keys; throws std::invalid_argument naming the flag and the fix.
+void validate(const TrainConfig& config);
+
+// Command line: preset < --config file < flags, then validate(). `--help` returns the help text
+// (every flag with its default) instead of a config. Errors throw std::invalid_argument.
+struct CliResult {
+  std::optional<TrainConfig> config;  // empty when help was requested
+  std::string help;
+};
+CliResult parse_train_args(int argc, const char* const* argv);
+
+// Batch layout for a world size: global = world_size * per_rank, per_rank = n * microbatch.
+struct BatchPlan {
+  int64_t global_batch = 0;
+  int world_size = 0;
+  int64_t per_rank_batch = 0;
+  int64_t microbatch = 0;
+  int64_t num_microbatches = 0;
+};
+BatchPlan plan_batch(const TrainConfig& config, int world_size);
+
+// Optimizer steps the run lasts: max_steps, or the steps to see max_images, whichever is smaller.
+int64_t total_steps(const TrainConfig& config);
+
+// Keys whose values differ between a saved and a current config, ignoring safe_on_resume keys;
+// each entry reads "lr (saved 0.0002, now 0.0001)".
+std::vector<std::string> resume_differences(const Json& saved, const Json& now);
+// Throws std::invalid_argument listing resume_differences() when there are any.
+void check_resume_config(const Json& saved, const Json& now, const std::string& saved_from);
+
+// config.json in a run dir: written atomically (temp file, fsync, rename), read back as JSON.
+void write_config_file(const std::string& path, const TrainConfig& config);
+Json read_json_file(const std::string& path);
+
+}  // namespace ddpm::trainer
