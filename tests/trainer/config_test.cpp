@@ -149,7 +149,7 @@ TEST(Config, EveryBadInputNamesItsFlagAndTheFix) {
   expect_error(b({"--schedule", "sigmoid"}), {"--schedule", "linear | cosine"});
   expect_error(b({"--var-type", "large"}), {"--var-type", "fixed-large"});
   expect_error(b({"--loss-type", "hybrid"}), {"--loss-type", "rescaled-mse"});
-  expect_error(b({"--mean-type", "epsilon"}), {"--mean-type", "eps | x0 | xprev"});
+  expect_error(b({"--mean-type", "epsilon"}), {"--mean-type", "eps | x0 | prev | v"});
   expect_error(b({"--timestep-sampler", "importance"}), {"--timestep-sampler", "loss-second-moment"});
   expect_error(b({"--precision", "fp8"}), {"--precision", "fp32 | bf16 | fp16"});
   expect_error(b({"--ema-rates", "1.5"}), {"--ema-rates", "(0, 1)"});
