@@ -1,0 +1,201 @@
+// Collectives of the MPI and single-process communicators on inputs every rank can rebuild from
+// (seed, rank): odd sizes, empty tensors, several dtypes, non-contiguous views, variable-size
+// all-gather; then parameter broadcast and the identical-replicas check.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "ddpm/dist/check.h"
+#include "ddpm/dist/module_sync.h"
+#include "dist/dist_test_env.h"
+#include "testing/testing.h"
+
+namespace {
+
+using ddpm::dist::ReduceOp;
+using ddpm::dist::testing::comm;
+
+// Integers in a range whose sum over 4 ranks is exact in every dtype tested.
+at::Tensor rank_input(int64_t seed, int rank, std::vector<int64_t> shape, at::ScalarType dtype) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed * 1000 + rank));
+  const bool small = dtype == at::kByte || dtype == at::kChar;
+  return at::randint(small ? 0 : -50, small ? 30 : 50, shape, gen, at::TensorOptions(at::kLong)).to(dtype);
+}
+
+at::Tensor sum_over_ranks(int64_t seed, std::vector<int64_t> shape, at::ScalarType dtype) {
+  at::Tensor s = at::zeros(shape, at::kDouble);
+  for (int r = 0; r < comm().world_size(); ++r) s += rank_input(seed, r, shape, dtype).to(at::kDouble);
+  return s;
+}
+
+const std::vector<at::ScalarType> kDtypes = {at::kFloat, at::kDouble, at::kInt, at::kLong,
+                                             at::kByte, at::kChar, at::kHalf, at::kBFloat16};
+const std::vector<int64_t> kSizes = {0, 1, 7, 1023, 65537};
+
+TEST(Collectives, AllReduceSumEveryDtypeAndOddSizes) {
+  int64_t seed = 1;
+  for (auto dtype : kDtypes) {
+    for (int64_t n : kSizes) {
+      ++seed;
+      at::Tensor x = rank_input(seed, comm().rank(), {n}, dtype);
+      comm().all_reduce(x, ReduceOp::kSum);
+      EXPECT_EQ(x.scalar_type(), dtype);
+      EXPECT_TRUE(ddpm::testing::tensors_near(x.to(at::kDouble), sum_over_ranks(seed, {n}, dtype), 0, 0,
+                                              std::string("sum ") + c10::toString(dtype) + " n=" + std::to_string(n)));
+    }
+  }
+}
+
+TEST(Collectives, AllReduceAverageAndNonContiguous) {
+  at::Tensor x = rank_input(7, comm().rank(), {5, 7}, at::kFloat).t();  // (7, 5) view
+  ASSERT_FALSE(x.is_contiguous());
+  comm().all_reduce(x, ReduceOp::kAvg);
+  const at::Tensor expected = sum_over_ranks(7, {5, 7}, at::kFloat).t() / comm().world_size();
+  EXPECT_TRUE(ddpm::testing::tensors_near(x, expected, 1e-6, 1e-6, "avg of a transposed view"));
+  at::Tensor i = at::ones({3}, at::kInt);
+  EXPECT_THROW(comm().all_reduce(i, ReduceOp::kAvg), c10::Error);
+}
+
+TEST(Collectives, AsyncAllReducesInFlightTogether) {
+  std::vector<at::Tensor> xs;
+  std::vector<std::shared_ptr<ddpm::dist::Work>> works;
+  for (int k = 0; k < 3; ++k) {
+    xs.push_back(rank_input(20 + k, comm().rank(), {1000 + 17 * k}, at::kDouble));
+    works.push_back(comm().all_reduce_async(xs.back(), ReduceOp::kSum));
+  }
+  for (int k = 2; k >= 0; --k) {  // waiting out of order is fine
+    works[k]->wait();
+    EXPECT_TRUE(works[k]->test());
+    EXPECT_TRUE(ddpm::testing::tensors_near(xs[k], sum_over_ranks(20 + k, {1000 + 17 * k}, at::kDouble), 0, 0,
+                                            "async #" + std::to_string(k)));
+  }
+}
+
+TEST(Collectives, AllReduceListCoalescesMixedDtypes) {
+  std::vector<at::Tensor> xs = {rank_input(30, comm().rank(), {3, 4}, at::kFloat),
+                                rank_input(31, comm().rank(), {5}, at::kLong),
+                                rank_input(32, comm().rank(), {0}, at::kFloat),
+                                rank_input(33, comm().rank(), {2, 2, 3}, at::kFloat)};
+  comm().all_reduce(xs, ReduceOp::kSum);
+  EXPECT_TRUE(ddpm::testing::tensors_near(xs[0], sum_over_ranks(30, {3, 4}, at::kFloat), 0, 0, "list[0]"));
+  EXPECT_TRUE(ddpm::testing::tensors_near(xs[1], sum_over_ranks(31, {5}, at::kLong), 0, 0, "list[1]"));
+  EXPECT_EQ(xs[2].numel(), 0);
+  EXPECT_TRUE(ddpm::testing::tensors_near(xs[3], sum_over_ranks(33, {2, 2, 3}, at::kFloat), 0, 0, "list[3]"));
+}
+
+TEST(Collectives, BroadcastFromEveryRoot) {
+  for (int root = 0; root < comm().world_size(); ++root) {
+    for (auto dtype : {at::kFloat, at::kLong, at::kBFloat16}) {
+      at::Tensor x = rank_input(40 + root, comm().rank(), {3, 5}, dtype);
+      comm().broadcast(x, root);
+      EXPECT_TRUE(x.equal(rank_input(40 + root, root, {3, 5}, dtype))) << "root " << root << " " << dtype;
+    }
+    at::Tensor empty = at::empty({0, 4});
+    comm().broadcast(empty, root);
+    EXPECT_EQ(empty.size(0), 0);
+  }
+}
+
+TEST(Collectives, AllGatherEqualSizes) {
+  const at::Tensor x = rank_input(50, comm().rank(), {4, 3}, at::kFloat);
+  const at::Tensor all = comm().all_gather(x);  // (world, 4, 3)
+  ASSERT_EQ(all.sizes(), (std::vector<int64_t>{comm().world_size(), 4, 3}));
+  for (int r = 0; r < comm().world_size(); ++r)
+    EXPECT_TRUE(all[r].equal(rank_input(50, r, {4, 3}, at::kFloat))) << "row of rank " << r;
+  EXPECT_EQ(comm().all_gather(at::empty({0})).sizes(), (std::vector<int64_t>{comm().world_size(), 0}));
+}
+
+// The timestep sampler's case: each rank has a different number of (t, loss) pairs, rank 1 none.
+int64_t rows_of(int r) { return r == 1 ? 0 : (r * 5 + 3) % 7 + 1; }
+
+TEST(Collectives, AllGatherVariableSizes) {
+  const int r0 = comm().rank();
+  const at::Tensor pairs = rank_input(60, r0, {rows_of(r0), 2}, at::kDouble);  // (n_r, 2)
+  const std::vector<at::Tensor> all = comm().all_gather_v(pairs);
+  ASSERT_EQ(static_cast<int>(all.size()), comm().world_size());
+  for (int r = 0; r < comm().world_size(); ++r) {
+    EXPECT_EQ(all[r].size(0), rows_of(r));
+    EXPECT_TRUE(all[r].equal(rank_input(60, r, {rows_of(r), 2}, at::kDouble))) << "rank " << r;
+  }
+  comm().barrier();
+}
+
+TEST(Collectives, SingleProcessIsIdentity) {
+  ddpm::dist::SingleProcessCommunicator single;
+  at::Tensor x = rank_input(70, 0, {9}, at::kFloat), before = x.clone();
+  single.all_reduce(x, ReduceOp::kAvg);
+  EXPECT_TRUE(x.equal(before));
+  EXPECT_EQ(single.all_gather(x).sizes(), (std::vector<int64_t>{1, 9}));
+  EXPECT_TRUE(single.all_gather_v(x)[0].equal(before));
+  EXPECT_THROW(single.broadcast(x, 1), c10::Error);
+}
+
+TEST(ModuleSync, BroadcastMakesReplicasIdenticalAndCheckNamesFirstDifference) {
+  torch::manual_seed(100 + comm().rank());  // a different init on every rank
+  torch::nn::Sequential net(torch::nn::Linear(4, 3), torch::nn::Linear(3, 2));
+  const auto state = ddpm::dist::module_state(*net);
+  {  // only the second layer's bias differs: the check must name it
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(100);
+    torch::nn::Sequential ref(torch::nn::Linear(4, 3), torch::nn::Linear(3, 2));
+    for (size_t i = 0; i + 1 < state.size(); ++i) state[i].second.copy_(ddpm::dist::module_state(*ref)[i].second);
+  }
+  auto diff = ddpm::dist::first_differing_tensor(comm(), state);
+  if (comm().world_size() == 1) {
+    EXPECT_FALSE(diff.has_value());
+  } else {
+    ASSERT_TRUE(diff.has_value());
+    EXPECT_NE(diff->find("1.bias"), std::string::npos) << *diff;
+    EXPECT_THROW(ddpm::dist::check_identical(comm(), state), ddpm::dist::DistError);
+  }
+  ddpm::dist::broadcast_module(comm(), *net, 0);
+  EXPECT_FALSE(ddpm::dist::first_differing_tensor(comm(), state).has_value());
+  torch::manual_seed(100);
+  torch::nn::Sequential rank0(torch::nn::Linear(4, 3), torch::nn::Linear(3, 2));
+  const auto expected = ddpm::dist::module_state(*rank0);
+  for (size_t i = 0; i < state.size(); ++i)
+    EXPECT_TRUE(state[i].second.equal(expected[i].second)) << state[i].first;
+}
+
+TEST(Check, MacroReportsLibraryStringRankAndHint) {
+  try {
+    DDPM_MPI_CHECK(MPI_Comm_rank(MPI_COMM_NULL, nullptr), "this is the hint");
+    FAIL() << "expected DistError";
+  } catch (const ddpm::dist::DistError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("MPI error in MPI_Comm_rank"), std::string::npos) << what;
+    EXPECT_NE(what.find("collectives_test.cpp"), std::string::npos) << what;
+    EXPECT_NE(what.find("rank " + std::to_string(comm().rank())), std::string::npos) << what;
+    EXPECT_NE(what.find("this is the hint"), std::string::npos) << what;
+  }
+}
+
+}  // namespace
+
+// The NCCL path on CUDA tensors (label gpu semantics: skips without a GPU, or when ranks would
+// share one GPU, which NCCL refuses).
+#if DDPM_WITH_NCCL
+#include "ddpm/dist/nccl_communicator.h"
+
+namespace {
+TEST(Nccl, AllReduceBroadcastAllGatherOnCuda) {
+  DDPM_REQUIRE_CUDA();
+  const auto& ctx = ddpm::dist::testing::context();
+  if (ctx.shares_gpu) GTEST_SKIP() << "more local ranks than GPUs";
+  ddpm::dist::NcclCommunicator nccl(MPI_COMM_WORLD, ctx.cuda_device);
+  const at::Device dev = ctx.device();
+  for (int64_t n : kSizes) {
+    at::Tensor x = rank_input(80 + n, nccl.rank(), {n}, at::kFloat).to(dev);
+    nccl.all_reduce(x, ReduceOp::kSum);
+    EXPECT_TRUE(ddpm::testing::tensors_near(x.cpu(), sum_over_ranks(80 + n, {n}, at::kFloat).to(at::kFloat), 0, 0,
+                                            "nccl sum n=" + std::to_string(n)));
+  }
+  at::Tensor b = rank_input(90, nccl.rank(), {3, 5}, at::kBFloat16).to(dev);
+  nccl.broadcast(b, 0);
+  EXPECT_TRUE(b.cpu().equal(rank_input(90, 0, {3, 5}, at::kBFloat16)));
+  const auto all = nccl.all_gather_v(rank_input(91, nccl.rank(), {rows_of(nccl.rank()), 2}, at::kDouble).to(dev));
+  for (int r = 0; r < nccl.world_size(); ++r)
+    EXPECT_TRUE(all[r].cpu().equal(rank_input(91, r, {rows_of(r), 2}, at::kDouble))) << "rank " << r;
+  nccl.barrier();
+}
+}  // namespace
+#endif
