@@ -1,0 +1,132 @@
+// The U-Net's blocks, with improved-diffusion's submodule names (so state_dict keys match):
+// GroupNorm32, ResBlock (in_layers, emb_layers, out_layers, skip_connection), AttentionBlock
+// (norm, qkv, proj_out), Downsample (op), Upsample (conv) and TimestepEmbedSequential.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <memory>
+#include <vector>
+
+namespace ddpm::model {
+
+// GroupNorm with 32 groups, computed in float32 (float64 stays float64) and cast back, so it is
+// stable under bf16/fp16 autocast. Parameters `weight`, `bias` (C).
+class GroupNorm32Impl : public torch::nn::Module {
+ public:
+  explicit GroupNorm32Impl(int64_t channels, int64_t groups = 32, double eps = 1e-5);
+  at::Tensor forward(const at::Tensor& x);  // (N, C, ...) -> same
+  at::Tensor weight, bias;
+
+ private:
+  int64_t groups_;
+  double eps_;
+};
+TORCH_MODULE(GroupNorm32);
+
+// A block of the network body. forward takes the feature map and the embedding (N, 4*model_ch);
+// flops() adds its forward multiply-adds x2 for one image of size (h, w) and updates h, w.
+class EmbedBlock : public torch::nn::Module {
+ public:
+  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& emb) = 0;
+  virtual double flops(int64_t& h, int64_t& w) const = 0;
+};
+
+// Halves H and W: 3x3 stride-2 conv `op` (conv_resample) or 2x2 average pooling.
+class Downsample : public EmbedBlock {
+ public:
+  Downsample(int64_t channels, bool use_conv);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& emb) override;
+  double flops(int64_t& h, int64_t& w) const override;
+
+ private:
+  int64_t channels_;
+  torch::nn::Conv2d op_{nullptr};
+};
+
+// Doubles H and W: nearest-neighbour, then a 3x3 conv `conv` (conv_resample).
+class Upsample : public EmbedBlock {
+ public:
+  Upsample(int64_t channels, bool use_conv);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& emb) override;
+  double flops(int64_t& h, int64_t& w) const override;
+
+ private:
+  int64_t channels_;
+  torch::nn::Conv2d conv_{nullptr};
+};
+
+enum class Resample { none, up, down };
+
+struct ResBlockOptions {
+  int64_t channels, emb_channels, out_channels;
+  double dropout = 0.0;
+  bool use_scale_shift_norm = false;
+  Resample resample = Resample::none;  // resblock_updown: resample h (before in_layers' conv) and x
+  bool use_checkpoint = false;
+};
+
+// h = in_layers(x); h += emb_layers(emb) (or AdaGN scale/shift); out = skip(x) + out_layers(h).
+// in_layers = [GroupNorm32, SiLU, Conv3x3], emb_layers = [SiLU, Linear],
+// out_layers = [GroupNorm32, SiLU, Dropout, Conv3x3 (zero-initialised)].
+class ResBlock : public EmbedBlock {
+ public:
+  explicit ResBlock(const ResBlockOptions& o);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& emb) override;  // (N, C, H, W) -> (N, C', H', W')
+  double flops(int64_t& h, int64_t& w) const override;
+
+ private:
+  at::Tensor forward_impl(const at::Tensor& x, const at::Tensor& emb);
+  ResBlockOptions o_;
+  torch::nn::Sequential in_layers_, emb_layers_, out_layers_;
+  GroupNorm32 in_norm_{nullptr}, out_norm_{nullptr};
+  torch::nn::Conv2d in_conv_{nullptr}, out_conv_{nullptr}, skip_{nullptr};
+  torch::nn::Linear emb_linear_{nullptr};
+  torch::nn::Dropout dropout_{nullptr};
+};
+
+// Multi-head self-attention over the H*W positions with a residual connection; qkv is a 1x1
+// Conv1d whose output is split per head as [q_h; k_h; v_h] (improved-diffusion's order), scores
+// scaled by 1/sqrt(head channels) and softmaxed in float32; proj_out is zero-initialised.
+class AttentionBlock : public EmbedBlock {
+ public:
+  AttentionBlock(int64_t channels, int64_t num_heads, bool use_checkpoint);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& emb) override;
+  double flops(int64_t& h, int64_t& w) const override;
+
+ private:
+  at::Tensor forward_impl(const at::Tensor& x);
+  int64_t channels_, heads_;
+  bool use_checkpoint_;
+  GroupNorm32 norm_{nullptr};
+  torch::nn::Conv1d qkv_{nullptr}, proj_out_{nullptr};
+};
+
+// A sequence of blocks registered as "0", "1", ...; the first layer of input_blocks.0 is a plain
+// Conv2d (it takes no embedding).
+class TimestepEmbedSequentialImpl : public torch::nn::Module {
+ public:
+  TimestepEmbedSequentialImpl() = default;
+  void push_back(torch::nn::Conv2d conv);
+  void push_back(std::shared_ptr<EmbedBlock> block);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& emb);
+  double flops(int64_t& h, int64_t& w) const;
+
+ private:
+  struct Layer {
+    torch::nn::Conv2d conv{nullptr};
+    std::shared_ptr<EmbedBlock> block;
+  };
+  std::vector<Layer> layers_;
+};
+TORCH_MODULE(TimestepEmbedSequential);
+
+// 2 * multiply-adds of a k x k convolution producing (cout, h, w) from cin channels.
+double conv_flops(int64_t cin, int64_t cout, int64_t k, int64_t h, int64_t w);
+
+}  // namespace ddpm::model
