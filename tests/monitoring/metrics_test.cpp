@@ -81,7 +81,9 @@ TEST(Metrics, NamesTypesAndLabelsInTheExposition) {
   // Every sample carries run_id.
   std::istringstream in(t);
   for (std::string line; std::getline(in, line);)
-    if (!line.empty() && line[0] != '#') EXPECT_NE(line.find("run_id=\"run-1\""), std::string::npos) << line;
+    if (!line.empty() && line[0] != '#') {
+      EXPECT_NE(line.find("run_id=\"run-1\""), std::string::npos) << line;
+    }
   const std::string r = "run-1";
   EXPECT_TRUE(has_sample(t, "ddpm_loss", {{"quartile", "q2"}, {"run_id", r}}, "0.3")) << t;
   EXPECT_TRUE(has_sample(t, "ddpm_loss", {{"run_id", r}}, "0.25"));

@@ -19,7 +19,9 @@ class Losses : public DiffusionGolden {
     EXPECT_TRUE(tensors_near(pick(got.loss), pick(r(p + "loss")), rtol, atol, p + "loss" + tag));
     for (const auto& [name, tensor] : {std::pair{"mse", got.mse}, std::pair{"vb", got.vb}}) {
       ASSERT_EQ(tensor.defined(), has(p + name)) << p << name << ": defined here but not in the reference, or back";
-      if (tensor.defined()) EXPECT_TRUE(tensors_near(pick(tensor), pick(r(p + name)), rtol, atol, p + name + tag));
+      if (tensor.defined()) {
+        EXPECT_TRUE(tensors_near(pick(tensor), pick(r(p + name)), rtol, atol, p + name + tag));
+      }
     }
   }
 };
