@@ -4,6 +4,8 @@
 // under no_sync, no communication) so machine load drifts cancel. Figures, max over ranks:
 //   exposed (finish) = time inside finish() waiting for buckets still in flight / synced step time
 //   exposed (diff)   = (synced step - compute-only step) / synced step (also counts the hooks' copies)
+//   comm > skew      = end of finish() - the latest backward end over ranks: exposed communication
+//                      without the wait for a slower rank (one host: ranks share the steady clock)
 //   serial all-reduce = one blocking all-reduce of all gradients: what no overlap at all would cost
 //   mpirun -np 2 --oversubscribe build/bin/ddpm_bench_overlap --preset tiny --preset ddpm-cifar10 --batch 1
 #include <ATen/ATen.h>
@@ -54,8 +56,11 @@ ddpm::diffusion::GaussianDiffusion diffusion_for(const ddpm::model::UNetOptions&
 }
 
 struct Times {
-  double compute = 0, synced = 0, backward_end_to_finish = 0, finish = 0, launch_lead = 0;
+  double compute = 0, synced = 0, backward_end_to_finish = 0, finish = 0, launch_lead = 0, after_slowest = 0;
 };
+
+// Seconds on the steady clock (CLOCK_MONOTONIC: one clock for all ranks of a host).
+double stamp(Clock::time_point t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); }
 
 void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::string& preset, const Options& a) {
   ddpm::model::UNetOptions o = ddpm::model::unet_preset(preset);
@@ -79,7 +84,12 @@ void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::str
   const at::Tensor t = at::randint(0, diffusion.num_timesteps(), {a.batch}, f.dtype(at::kLong));  // (N)
   const auto model = [&net](const at::Tensor& x_t, const at::Tensor& ts) { return net->forward(x_t, ts); };
 
-  // One step; returns (step seconds, finish seconds); fills the trace when synced.
+  // One step; returns (step seconds, finish seconds, backward end, finish end); fills the trace
+  // when synced.
+  struct StepTimes {
+    double step = 0, finish = 0;
+    Clock::time_point backward_end, finish_end;
+  };
   auto step = [&](bool synced) {
     net->zero_grad();
     reducer.clear_trace();
@@ -92,12 +102,12 @@ void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::str
       const auto t1 = Clock::now();
       reducer.finish();
       sync_device(dev);
-      return std::pair{since(t0), since(t1)};
+      return StepTimes{since(t0), since(t1), t1, Clock::now()};
     }
     ddpm::dist::NoSyncGuard no_sync(reducer);
     loss.backward();
     sync_device(dev);
-    return std::pair{since(t0), 0.0};
+    return StepTimes{since(t0), 0.0, {}, {}};
   };
   for (int64_t i = 0; i < a.warmup; ++i) {
     step(false);
@@ -105,10 +115,13 @@ void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::str
   }
   Times sum;
   for (int64_t i = 0; i < a.steps; ++i) {
-    sum.compute += step(false).first;
-    const auto [synced, finish] = step(true);
-    sum.synced += synced;
-    sum.finish += finish;
+    sum.compute += step(false).step;
+    const StepTimes st = step(true);
+    sum.synced += st.step;
+    sum.finish += st.finish;
+    // finish() also waits for the slowest rank's backward (skew); the communication exposed
+    // beyond that is the time from the last backward end over all ranks to the end of finish().
+    sum.after_slowest += stamp(st.finish_end) - max_over_ranks(stamp(st.backward_end));
     // From the trace: the first launch's lead over the last gradient (overlap window) and the
     // time from the last gradient to the end of finish() (exposed communication + copy-back).
     double first_launch = -1, last_grad = 0, finished = 0;
@@ -123,7 +136,7 @@ void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::str
   const double n = static_cast<double>(a.steps);
   Times m{max_over_ranks(sum.compute / n), max_over_ranks(sum.synced / n),
           max_over_ranks(sum.backward_end_to_finish / n), max_over_ranks(sum.finish / n),
-          max_over_ranks(sum.launch_lead / n)};
+          max_over_ranks(sum.launch_lead / n), max_over_ranks(sum.after_slowest / n)};
 
   // No overlap at all: one blocking all-reduce of every gradient after backward.
   at::Tensor flat = at::zeros({grad_bytes / 4}, f);
@@ -139,11 +152,11 @@ void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::str
   serial = max_over_ranks(serial / n);
 
   if (comm.rank() == 0) {
-    std::printf("%-14s %6lld %5lld %8.1f %4lld %10.1f %10.1f %10.1f %6.1f%% %10.1f %6.1f%% %10.1f %10.1f %7.1f%%\n",
+    std::printf("%-14s %6lld %5lld %8.1f %4lld %10.1f %10.1f %10.1f %6.1f%% %10.1f %6.1f%% %10.1f %6.1f%% %11.1f %10.1f\n",
                 preset.c_str(), static_cast<long long>(a.batch), static_cast<long long>(size), grad_bytes / 1e6,
                 static_cast<long long>(reducer.num_buckets()), m.compute * 1e3, m.synced * 1e3, m.finish * 1e3,
                 100 * m.finish / m.synced, (m.synced - m.compute) * 1e3, 100 * (m.synced - m.compute) / m.synced,
-                m.launch_lead * 1e3, serial * 1e3, serial > 0 ? 100 * (1 - m.finish / serial) : 0.0);
+                m.after_slowest * 1e3, 100 * m.after_slowest / m.synced, m.launch_lead * 1e3, serial * 1e3);
     std::fflush(stdout);
   }
 }
@@ -157,14 +170,16 @@ int run(const ddpm::dist::Context& ctx, const Options& a, std::unique_ptr<ddpm::
                 "(+%lld warm-up), buckets %.1f MiB (first %.1f MiB); times in ms, max over ranks\n",
                 comm->backend().c_str(), comm->world_size(), dev.str().c_str(), static_cast<long long>(a.threads),
                 static_cast<long long>(a.steps), static_cast<long long>(a.warmup), a.bucket_mb, a.first_bucket_mb);
-    std::printf("# %-12s %6s %5s %8s %4s %10s %10s %10s %7s %10s %7s %10s %10s %8s\n", "preset", "batch", "size",
-                "grad(MB)", "bkts", "compute", "synced", "finish", "exposed", "synced-cmp", "share", "launch-lead",
-                "serial-ar", "hidden");
+    std::printf("# %-12s %6s %5s %8s %4s %10s %10s %10s %7s %10s %7s %10s %7s %11s %10s\n", "preset", "batch", "size",
+                "grad(MB)", "bkts", "compute", "synced", "finish", "share", "synced-cmp", "share", "comm>skew",
+                "share", "launch-lead", "serial-ar");
   }
   for (const auto& p : a.presets) bench(*comm, dev, p, a);
   if (ctx.rank == 0) {
-    std::printf("# exposed = finish()/synced step; share = (synced - compute)/synced; launch-lead = first bucket "
-                "launch before the last gradient; hidden = 1 - finish/serial all-reduce of all gradients\n");
+    std::printf("# finish = time in finish() (waits for buckets in flight, incl. the slowest rank's backward); "
+                "synced-cmp = synced - compute-only step; comm>skew = end of finish() - last backward end over "
+                "ranks (same host); launch-lead = first bucket launched this long before the last gradient; "
+                "serial-ar = one blocking all-reduce of all gradients (no overlap)\n");
   }
   return 0;
 }
