@@ -62,6 +62,33 @@ struct Times {
 // Seconds on the steady clock (CLOCK_MONOTONIC: one clock for all ranks of a host).
 double stamp(Clock::time_point t) { return std::chrono::duration<double>(t.time_since_epoch()).count(); }
 
+// No overlap at all: seconds of one blocking all-reduce of every gradient (max over ranks).
+double serial_all_reduce(ddpm::dist::Communicator& comm, const at::Device& dev, int64_t bytes, int64_t steps) {
+  at::Tensor flat = at::zeros({bytes / 4}, at::TensorOptions(at::kFloat).device(dev));
+  comm.all_reduce(flat, ddpm::dist::ReduceOp::kAvg);  // warm-up
+  double total = 0;
+  for (int64_t i = 0; i < steps; ++i) {
+    comm.barrier();
+    const auto t0 = Clock::now();
+    comm.all_reduce(flat, ddpm::dist::ReduceOp::kAvg);
+    sync_device(dev);
+    total += since(t0);
+  }
+  return max_over_ranks(total / static_cast<double>(steps));
+}
+
+void print_row(const std::string& preset, int64_t batch, int64_t size, int64_t grad_bytes, int64_t buckets,
+               const Times& m, double serial) {
+  const auto ll = [](int64_t v) { return static_cast<long long>(v); };
+  std::printf("%-14s %6lld %5lld %8.1f %4lld ", preset.c_str(), ll(batch), ll(size), grad_bytes / 1e6, ll(buckets));
+  std::printf("%10.1f %10.1f %10.1f %6.1f%% ", m.compute * 1e3, m.synced * 1e3, m.finish * 1e3,
+              100 * m.finish / m.synced);
+  std::printf("%10.1f %6.1f%% %10.1f %6.1f%% %11.1f %10.1f\n", (m.synced - m.compute) * 1e3,
+              100 * (m.synced - m.compute) / m.synced, m.after_slowest * 1e3, 100 * m.after_slowest / m.synced,
+              m.launch_lead * 1e3, serial * 1e3);
+  std::fflush(stdout);
+}
+
 void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::string& preset, const Options& a) {
   ddpm::model::UNetOptions o = ddpm::model::unet_preset(preset);
   if (preset == "tiny") o.learn_sigma = true;  // the end-to-end test's configuration
@@ -138,27 +165,8 @@ void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::str
           max_over_ranks(sum.backward_end_to_finish / n), max_over_ranks(sum.finish / n),
           max_over_ranks(sum.launch_lead / n), max_over_ranks(sum.after_slowest / n)};
 
-  // No overlap at all: one blocking all-reduce of every gradient after backward.
-  at::Tensor flat = at::zeros({grad_bytes / 4}, f);
-  comm.all_reduce(flat, ddpm::dist::ReduceOp::kAvg);
-  double serial = 0;
-  for (int64_t i = 0; i < a.steps; ++i) {
-    comm.barrier();
-    const auto t0 = Clock::now();
-    comm.all_reduce(flat, ddpm::dist::ReduceOp::kAvg);
-    sync_device(dev);
-    serial += since(t0);
-  }
-  serial = max_over_ranks(serial / n);
-
-  if (comm.rank() == 0) {
-    std::printf("%-14s %6lld %5lld %8.1f %4lld %10.1f %10.1f %10.1f %6.1f%% %10.1f %6.1f%% %10.1f %6.1f%% %11.1f %10.1f\n",
-                preset.c_str(), static_cast<long long>(a.batch), static_cast<long long>(size), grad_bytes / 1e6,
-                static_cast<long long>(reducer.num_buckets()), m.compute * 1e3, m.synced * 1e3, m.finish * 1e3,
-                100 * m.finish / m.synced, (m.synced - m.compute) * 1e3, 100 * (m.synced - m.compute) / m.synced,
-                m.after_slowest * 1e3, 100 * m.after_slowest / m.synced, m.launch_lead * 1e3, serial * 1e3);
-    std::fflush(stdout);
-  }
+  const double serial = serial_all_reduce(comm, dev, grad_bytes, a.steps);
+  if (comm.rank() == 0) print_row(preset, a.batch, size, grad_bytes, reducer.num_buckets(), m, serial);
 }
 
 int run(const ddpm::dist::Context& ctx, const Options& a, std::unique_ptr<ddpm::dist::Communicator>& comm) {

@@ -13,6 +13,8 @@
 namespace {
 
 using ddpm::diffusion::GaussianDiffusion;
+using ddpm::dist::testing::comm;
+using ddpm::dist::testing::expect_step_matches_single_process;
 
 constexpr int64_t kT = 50;          // diffusion steps (small T keeps the vb term well scaled)
 constexpr int64_t kImage = 16;      // the tiny preset's image size
@@ -99,15 +101,13 @@ ddpm::dist::testing::StepCase unet_case(int64_t batch, int microbatches) {
 constexpr double kRtol = 1e-6, kAtol = 1e-7;
 
 TEST(UNetHybridStep, TwoRanksBatchBEqualsOneProcessBatchWB) {
-  const int64_t buckets =
-      ddpm::dist::testing::expect_step_matches_single_process(ddpm::dist::testing::comm(), unet_case(2, 1), kRtol, kAtol);
-  std::printf("[unet step] %d ranks x batch 2, %lld buckets\n", ddpm::dist::testing::comm().world_size(),
-              static_cast<long long>(buckets));
+  const int64_t buckets = expect_step_matches_single_process(comm(), unet_case(2, 1), kRtol, kAtol);
+  std::printf("[unet step] %d ranks x batch 2, %lld buckets\n", comm().world_size(), static_cast<long long>(buckets));
   EXPECT_GE(buckets, 3);
 }
 
 TEST(UNetHybridStep, MicrobatchAccumulationUnderNoSyncEqualsOneProcessStep) {
-  ddpm::dist::testing::expect_step_matches_single_process(ddpm::dist::testing::comm(), unet_case(2, 2), kRtol, kAtol);
+  expect_step_matches_single_process(comm(), unet_case(2, 2), kRtol, kAtol);
 }
 
 }  // namespace
