@@ -21,7 +21,8 @@ done
 # --- Debian packages -------------------------------------------------------------------------
 DEBS=(build-essential cmake ninja-build ccache pkg-config python3 python3-venv
       openmpi-bin libopenmpi-dev libhdf5-dev prometheus-cpp-dev prometheus prometheus-pushgateway
-      dataset-fashion-mnist libgtest-dev libcli11-dev nlohmann-json3-dev libpng-dev zlib1g-dev libssl-dev)
+      dataset-fashion-mnist libgtest-dev libcli11-dev nlohmann-json3-dev libpng-dev zlib1g-dev
+      libjpeg62-turbo-dev libssl-dev)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,12 +38,12 @@ fi
 # --- torch venv ------------------------------------------------------------------------------
 PY="$DDPM_VENV/bin/python3"
 want="$DDPM_TORCH_VERSION"
-have="$("$PY" -c 'import torch, numpy, h5py, scipy, pytorch_fid; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
+have="$("$PY" -c 'import torch, numpy, h5py, PIL, scipy, pytorch_fid; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
 if [ "$have" != "$want" ]; then
-  say "installing torch==$want (+ numpy, h5py, cmake) into $DDPM_VENV; the CUDA wheel is ~3 GB, first time only"
+  say "installing torch==$want (+ numpy, h5py, pillow, scipy, pytorch-fid, cmake) into $DDPM_VENV; the CUDA wheel is ~3 GB, first time only"
   [ -x "$PY" ] || python3 -m venv "$DDPM_VENV" || fail "python3 -m venv $DDPM_VENV failed (install python3-venv)"
   "$PY" -m pip install -q --upgrade pip >/dev/null
-  "$PY" -m pip install -q "torch==$want" numpy h5py "cmake>=3.31" scipy pytorch-fid \
+  "$PY" -m pip install -q "torch==$want" numpy h5py pillow scipy pytorch-fid "cmake>=3.31" \
     || fail "pip install torch==$want failed; set DDPM_TORCH_VERSION to a version PyPI has"
 fi
 

@@ -72,6 +72,17 @@ std::vector<std::string> read_str_list_attr(const H5::H5Object& o, const char* n
   H5::DataSpace sp = a.getSpace();
   const hssize_t n = sp.getSimpleExtentNpoints();
   if (n <= 0) return out;
+  const H5::StrType stored = a.getStrType();
+  if (!stored.isVariableStr()) {  // fixed-length strings (numpy 'S' arrays from h5py)
+    const size_t len = stored.getSize();
+    std::vector<char> buf(n * len);
+    a.read(stored, buf.data());
+    for (hssize_t i = 0; i < n; ++i) {
+      std::string s(buf.data() + i * len, len);
+      out.push_back(s.substr(0, s.find('\0')));
+    }
+    return out;
+  }
   H5::StrType st(H5::PredType::C_S1, H5T_VARIABLE);
   std::vector<char*> raw(n, nullptr);
   a.read(st, raw.data());
@@ -135,7 +146,11 @@ ImageDataset ImageDataset::open(const std::string& path) {
   try {
     if (H5Lexists(impl->file.getId(), "images", H5P_DEFAULT) <= 0)
       fail(path, "dataset '/images' not found", "expected uint8 (N, H, W, C); convert the data with ddpm_prepare");
-    impl->images = impl->file.openDataSet("images");
+    // No HDF5 chunk cache: reads cover whole chunks (the streaming reader caches them itself) or
+    // the whole dataset, and go straight into the caller's buffer.
+    H5::DSetAccPropList access;
+    access.setChunkCache(0, 0, 1.0);
+    impl->images = impl->file.openDataSet("images", access);
     std::vector<hsize_t> d(impl->images.getSpace().getSimpleExtentNdims());
     impl->images.getSpace().getSimpleExtentDims(d.data());
     const H5::DataType t = impl->images.getDataType();

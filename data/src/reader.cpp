@@ -96,19 +96,28 @@ class ChunkCache {
     const DatasetInfo& in = ds_.info();
     const int64_t start = first * in.chunk_images;
     const int64_t stop = std::min(in.count, (last + 1) * in.chunk_images);
+    if (first == last) {  // the usual case under random access: straight into the cached chunk
+      auto chunk = std::make_shared<std::vector<uint8_t>>((stop - start) * in.image_bytes());
+      ds_.read_images(start, stop - start, chunk->data());
+      insert(first, chunk, got);
+      return;
+    }
     buffer_.resize((stop - start) * in.image_bytes());
     ds_.read_images(start, stop - start, buffer_.data());
     for (int64_t id = first; id <= last; ++id) {
       const int64_t s = id * in.chunk_images, e = std::min(in.count, s + in.chunk_images);
       auto chunk = std::make_shared<std::vector<uint8_t>>(buffer_.begin() + (s - start) * in.image_bytes(),
                                                           buffer_.begin() + (e - start) * in.image_bytes());
-      got[id] = chunk;
-      lru_.push_front(id);
-      map_[id] = {chunk, lru_.begin()};
-      while (int64_t(map_.size()) > capacity_) {
-        map_.erase(lru_.back());
-        lru_.pop_back();
-      }
+      insert(id, std::move(chunk), got);
+    }
+  }
+  void insert(int64_t id, Chunk chunk, std::unordered_map<int64_t, Chunk>& got) {
+    got[id] = chunk;
+    lru_.push_front(id);
+    map_[id] = {std::move(chunk), lru_.begin()};
+    while (int64_t(map_.size()) > capacity_) {
+      map_.erase(lru_.back());
+      lru_.pop_back();
     }
   }
   const ImageDataset& ds_;

@@ -88,28 +88,46 @@ MpiCommunicator::~MpiCommunicator() {
   if (!fin && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
-std::shared_ptr<Work> MpiCommunicator::all_reduce_async(const at::Tensor& tensor, ReduceOp op) {
+namespace {
+// What MPI reduces: the tensor itself, or a contiguous (float32 for half/bfloat16) staging copy
+// that is copied back into `target` afterwards.
+struct ReduceBuffer {
+  at::Tensor buffer, target;
+  MPI_Datatype type;
+};
+
+ReduceBuffer reduce_buffer(const at::Tensor& tensor, ReduceOp op) {
   check_cpu(tensor, "all_reduce");
-  const bool average = op == ReduceOp::kAvg;
-  TORCH_CHECK(!average || at::isFloatingType(tensor.scalar_type()),
+  TORCH_CHECK(op != ReduceOp::kAvg || at::isFloatingType(tensor.scalar_type()),
               "ReduceOp::kAvg needs a floating tensor, got ", tensor.scalar_type());
-  MPI_Datatype type = mpi_type(tensor.scalar_type());
-  at::Tensor buffer = tensor, target;
-  if (type == MPI_DATATYPE_NULL) {
+  ReduceBuffer b{tensor, at::Tensor(), mpi_type(tensor.scalar_type())};
+  if (b.type == MPI_DATATYPE_NULL) {
     TORCH_CHECK(tensor.scalar_type() == at::kHalf || tensor.scalar_type() == at::kBFloat16,
                 "MpiCommunicator::all_reduce: no MPI reduction for dtype ", tensor.scalar_type());
-    buffer = tensor.to(at::kFloat).contiguous();
-    target = tensor;
-    type = MPI_FLOAT;
+    b = {tensor.to(at::kFloat).contiguous(), tensor, MPI_FLOAT};
   } else if (!tensor.is_contiguous()) {
-    buffer = tensor.contiguous();
-    target = tensor;
+    b = {tensor.contiguous(), tensor, b.type};
   }
+  return b;
+}
+}  // namespace
+
+std::shared_ptr<Work> MpiCommunicator::all_reduce_async(const at::Tensor& tensor, ReduceOp op) {
+  ReduceBuffer b = reduce_buffer(tensor, op);
   MPI_Request req = MPI_REQUEST_NULL;
-  DDPM_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, buffer.data_ptr(), checked_count(buffer.numel(), "all_reduce"),
-                                type, MPI_SUM, comm_, &req),
+  DDPM_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, b.buffer.data_ptr(), checked_count(b.buffer.numel(), "all_reduce"),
+                                b.type, MPI_SUM, comm_, &req),
                  "every rank must call the same collectives in the same order");
-  return std::make_shared<MpiWork>(req, buffer, target, average, size_);
+  return std::make_shared<MpiWork>(req, b.buffer, b.target, op == ReduceOp::kAvg, size_);
+}
+
+void MpiCommunicator::all_reduce(const at::Tensor& tensor, ReduceOp op) {
+  ReduceBuffer b = reduce_buffer(tensor, op);
+  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, b.buffer.data_ptr(), checked_count(b.buffer.numel(), "all_reduce"),
+                               b.type, MPI_SUM, comm_),
+                 "every rank must call the same collectives in the same order");
+  if (op == ReduceOp::kAvg) b.buffer.div_(size_);
+  if (b.target.defined()) b.target.copy_(b.buffer);
 }
 
 void MpiCommunicator::broadcast(const at::Tensor& tensor, int root) {

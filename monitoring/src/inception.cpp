@@ -1,9 +1,9 @@
 // InceptionV3 FID network (pytorch-fid layout); see ddpm/monitoring/inception.h.
 #include "ddpm/monitoring/inception.h"
 
+#include "ddpm/ops/tensor_dict.h"
+
 #include <ATen/ATen.h>
-#include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/jit/serialization/unpickler.h>
 #include <torch/nn/functional/pooling.h>
 #include <torch/nn/functional/upsampling.h>
 
@@ -180,81 +180,12 @@ at::Tensor FidInceptionV3Impl::fid_features(const at::Tensor& images) {
   return forward(2 * x - 1);
 }
 
-namespace {
-
-// torch's C++ unpickler turns every collections.OrderedDict into None (it only expects them as
-// tensors' empty backward hooks) and knows no POP, but a state_dict is an OrderedDict carrying
-// `_metadata`. Edits of data.pkl (protocol 2) make the top level a plain dict: the first
-// OrderedDict global goes into a throw-away list ("]" .. "a", keeping its memo entry for later
-// references), "OrderedDict()" becomes "{}", the trailing BUILD of {'_metadata': ...} is dropped,
-// and the result is (list, dict) so the stack ends with one item. Returns false if not applicable.
-bool plain_dict_pickle(std::string& pkl) {
-  const std::string od = "ccollections\nOrderedDict\n";
-  if (pkl.compare(0, 2, "\x80\x02") != 0 || pkl.compare(2, od.size(), od) != 0) return false;
-  size_t at = 2 + od.size();
-  at += pkl[at] == 'q' ? 2 : pkl[at] == 'r' ? 5 : 0;  // its memo put
-  if (pkl.compare(at, 2, ")R") != 0 || pkl.back() != '.') return false;
-  pkl.replace(at, 2, "a}");
-  pkl.insert(2, "]");
-  pkl.pop_back();  // STOP
-  const std::string meta("X\x09\x00\x00\x00_metadata", 14);
-  const size_t m = pkl.rfind(meta);
-  if (m != std::string::npos && pkl.back() == 'b') {
-    for (size_t put : {size_t{2}, size_t{5}}) {  // "}", a memo put, then the key
-      if (m >= put + 1 && pkl[m - put - 1] == '}') {
-        pkl.resize(m - put - 1);
-        break;
-      }
-    }
-  }
-  pkl += "\x86.";  // TUPLE2, STOP
-  return true;
-}
-
-c10::IValue read_state_dict(const std::string& path) {
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
-  try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(path + ": not a zip-format torch.save file (" + e.what_without_backtrace() +
-                             "); an old (legacy-format) file can be re-saved once with python: "
-                             "torch.save(torch.load(f), f)");
-  }
-  auto [data, size] = reader->getRecord("data.pkl");
-  std::string pkl(static_cast<const char*>(data.get()), size);
-  const bool wrapped = plain_dict_pickle(pkl);
-  size_t pos = 0;
-  torch::jit::Unpickler unpickler(
-      [&](char* buf, size_t n) {
-        const size_t k = std::min(n, pkl.size() - pos);
-        std::memcpy(buf, pkl.data() + pos, k);
-        pos += k;
-        return k;
-      },
-      nullptr, nullptr, [&](const std::string& name) { return std::get<0>(reader->getRecord("data/" + name)); },
-      c10::Device(c10::kCPU));
-  unpickler.set_version(reader->version());
-  c10::IValue v = unpickler.parse_ivalue();
-  return wrapped && v.isTuple() ? v.toTupleRef().elements().at(1) : v;
-}
-
-}  // namespace
-
 void load_fid_inception_weights(FidInceptionV3& net, const std::string& path) {
   if (!std::ifstream(path).good())
     throw std::runtime_error(path + ": cannot open the InceptionV3 FID weights (pytorch-fid's "
                              "pt_inception-2015-12-05-6726825d.pth; download it once and pass its path)");
-  c10::IValue value;
-  try {
-    value = read_state_dict(path);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error(path + ": cannot read the state_dict (" + e.what_without_backtrace() + ")");
-  }
-  if (!value.isGenericDict()) throw std::runtime_error(path + ": holds a " + value.tagKind() + ", expected a state_dict");
   std::map<std::string, at::Tensor> sd;
-  for (const auto& item : value.toGenericDict()) {
-    if (item.key().isString() && item.value().isTensor()) sd[item.key().toStringRef()] = item.value().toTensor();
-  }
+  for (auto& [name, t] : ops::load_tensor_dict(path)) sd[name] = t;
   at::NoGradGuard no_grad;
   auto assign = [&](const std::string& name, at::Tensor& dst) {
     const auto it = sd.find(name);

@@ -23,7 +23,13 @@ struct Options {
   int64_t max_bytes = 256LL << 20;
   int64_t budget_bytes = 64LL << 20;  // iterations per size = clamp(budget / size, 3, 50)
   int warmup = 2;
+  bool async = false;  // all_reduce_async + wait (the gradient reducer's path)
 };
+
+void reduce(ddpm::dist::Communicator& comm, const at::Tensor& x, bool async) {
+  if (async) comm.all_reduce_async(x, ddpm::dist::ReduceOp::kSum)->wait();
+  else comm.all_reduce(x);
+}
 
 void sync_device(const at::Tensor& t) {
   if (t.is_cuda()) torch::cuda::synchronize(t.device().index());
@@ -35,17 +41,17 @@ std::pair<double, double> measure(ddpm::dist::Communicator& comm, const at::Devi
   const int64_t count = bytes / 4;
   at::Tensor x = at::ones({count}, at::TensorOptions(at::kFloat).device(device));
   const int iters = static_cast<int>(std::clamp<int64_t>(o.budget_bytes / bytes, 3, 50));
-  for (int i = 0; i < o.warmup; ++i) comm.all_reduce(x);
+  for (int i = 0; i < o.warmup; ++i) reduce(comm, x, o.async);
   sync_device(x);
   comm.barrier();
   const double t0 = MPI_Wtime();
-  for (int i = 0; i < iters; ++i) comm.all_reduce(x);
+  for (int i = 0; i < iters; ++i) reduce(comm, x, o.async);
   sync_device(x);
   double dt = (MPI_Wtime() - t0) / iters;
   DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "");
   // Check: rank r contributes r + 1; the sum is n (n + 1) / 2 everywhere.
   x.fill_(static_cast<float>(comm.rank() + 1));
-  comm.all_reduce(x);
+  reduce(comm, x, o.async);
   const double n = comm.world_size();
   double err = count ? (x - static_cast<float>(n * (n + 1) / 2)).abs().max().item<double>() : 0.0;
   DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "");
@@ -57,8 +63,8 @@ int run(const ddpm::dist::Context& ctx, const Options& o, std::unique_ptr<ddpm::
   const at::Device device = comm->backend() == "nccl" ? ctx.device() : at::Device(at::kCPU);
   const int n = comm->world_size();
   if (ctx.rank == 0) {
-    std::printf("# ddpm_bench_allreduce: backend %s, %d ranks, device %s, float32 in place, sum\n",
-                comm->backend().c_str(), n, device.str().c_str());
+    std::printf("# ddpm_bench_allreduce: backend %s%s, %d ranks, device %s, float32 in place, sum\n",
+                comm->backend().c_str(), o.async ? " (async + wait)" : "", n, device.str().c_str());
     std::printf("# %12s %12s %12s %12s %12s %10s\n", "size(B)", "count", "time(us)", "algbw(GB/s)",
                 "busbw(GB/s)", "maxerr");
   }
@@ -91,6 +97,7 @@ int main(int argc, char** argv) {
   app.add_option("--budget-bytes", o.budget_bytes, "iterations per size = clamp(budget / size, 3, 50)")
       ->capture_default_str();
   app.add_option("--warmup", o.warmup, "untimed all-reduces per size")->capture_default_str();
+  app.add_flag("--async", o.async, "time all_reduce_async + wait (MPI_Iallreduce: the reducer's path)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -99,6 +99,18 @@ TEST(DataSchema, OpenValidatesAndReportsWhatWasFound) {
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 8) << "abandoned writer left a file";
 }
 
+TEST(DataSchema, ReadsFilesWrittenByH5py) {
+  for (const char* name : {"py_vlen.h5", "py_fixed.h5"}) {
+    const ImageDataset ds = ImageDataset::open(ddpm::testing::binary_dir() + "/golden/data_inputs/" + name);
+    EXPECT_EQ(ds.info().class_names, (std::vector<std::string>{"T-shirt/top", "b", "c", "d"})) << name;
+    EXPECT_EQ(ds.info().source, "python") << name;
+    EXPECT_EQ(ds.info().num_classes, 4);
+    EXPECT_TRUE(ds.info().has_labels);
+    EXPECT_TRUE(ds.info().random_flip);  // no attribute: colour images flip by default
+    EXPECT_TRUE(ds.read_all_images().equal(ddpm::testing::golden("data").read("npy_images").slice(0, 0, 4))) << name;
+  }
+}
+
 TEST(DataPermutation, MatchesReferenceAndIsAPermutation) {
   auto g = ddpm::testing::golden("data");
   auto as_tensor = [](const std::vector<int64_t>& v) { return at::tensor(at::ArrayRef<int64_t>(v)); };

@@ -170,3 +170,32 @@ TEST(Check, MacroReportsLibraryStringRankAndHint) {
 }
 
 }  // namespace
+
+// The NCCL path on CUDA tensors (label gpu semantics: skips without a GPU, or when ranks would
+// share one GPU, which NCCL refuses).
+#if DDPM_WITH_NCCL
+#include "ddpm/dist/nccl_communicator.h"
+
+namespace {
+TEST(Nccl, AllReduceBroadcastAllGatherOnCuda) {
+  DDPM_REQUIRE_CUDA();
+  const auto& ctx = ddpm::dist::testing::context();
+  if (ctx.shares_gpu) GTEST_SKIP() << "more local ranks than GPUs";
+  ddpm::dist::NcclCommunicator nccl(MPI_COMM_WORLD, ctx.cuda_device);
+  const at::Device dev = ctx.device();
+  for (int64_t n : kSizes) {
+    at::Tensor x = rank_input(80 + n, nccl.rank(), {n}, at::kFloat).to(dev);
+    nccl.all_reduce(x, ReduceOp::kSum);
+    EXPECT_TRUE(ddpm::testing::tensors_near(x.cpu(), sum_over_ranks(80 + n, {n}, at::kFloat).to(at::kFloat), 0, 0,
+                                            "nccl sum n=" + std::to_string(n)));
+  }
+  at::Tensor b = rank_input(90, nccl.rank(), {3, 5}, at::kBFloat16).to(dev);
+  nccl.broadcast(b, 0);
+  EXPECT_TRUE(b.cpu().equal(rank_input(90, 0, {3, 5}, at::kBFloat16)));
+  const auto all = nccl.all_gather_v(rank_input(91, nccl.rank(), {rows_of(nccl.rank()), 2}, at::kDouble).to(dev));
+  for (int r = 0; r < nccl.world_size(); ++r)
+    EXPECT_TRUE(all[r].cpu().equal(rank_input(91, r, {rows_of(r), 2}, at::kDouble))) << "rank " << r;
+  nccl.barrier();
+}
+}  // namespace
+#endif

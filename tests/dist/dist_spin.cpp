@@ -1,6 +1,7 @@
 // Helper of test_dist_kill: every rank writes its pid to <dir>/rank<R>.pid, then all-reduces a
 // 1 MiB tensor in a loop for at most <seconds> (exit 0 when the time is up, which the test counts
-// as a failure to notice a dead peer). Errors take the fatal path (abort_job -> MPI_Abort).
+// as a failure to notice a dead peer). Errors take the fatal path (abort_job -> MPI_Abort); with
+// a third argument `throw`, rank 1 throws after 20 all-reduces to exercise that path.
 #include <ATen/ATen.h>
 #include <unistd.h>
 
@@ -25,8 +26,12 @@ int main(int argc, char** argv) {
     {
       std::ofstream(std::string(argv[1]) + "/rank" + std::to_string(comm->rank()) + ".pid") << getpid() << "\n";
     }
+    const bool throw_on_rank1 = argc > 3 && std::string(argv[3]) == "throw";
     const auto start = std::chrono::steady_clock::now();
-    while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds) {
+    for (int iter = 0;; ++iter) {
+      if (throw_on_rank1 && comm->rank() == 1 && iter == 20)
+        throw ddpm::dist::DistError("injected failure on rank 1 (ddpm_dist_spin ... throw)");
+      if (!(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < seconds)) break;
       x.fill_(1.0);
       comm->all_reduce(x, ddpm::dist::ReduceOp::kAvg);
     }

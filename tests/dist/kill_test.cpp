@@ -4,7 +4,10 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <iterator>
 
 #include <chrono>
 #include <cstdlib>
@@ -37,20 +40,50 @@ bool alive(pid_t pid) {
   return state != "Z" && state != "X";
 }
 
-TEST(DistFailure, KillOneRankEndsTheJobWithin60Seconds) {
-  const fs::path dir = ddpm::testing::temp_dir("dist_kill");
+void set_mpi_env() {
   for (const char* kv : {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMPI_MCA_btl=self,vader,tcp",
                          "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_pml=ob1",
                          "OMPI_MCA_mca_base_component_show_load_errors=0"})
     putenv(const_cast<char*>(kv));
-  const int np = 3;
-  std::string dir_s = dir.string();
-  std::vector<std::string> args = {DDPM_MPIEXEC, "-np", std::to_string(np), "--oversubscribe", DDPM_DIST_SPIN, dir_s, "150"};
+}
+
+// Starts mpirun -np `np` ddpm_dist_spin <dir> 150 [extra], output to <dir>/job.log.
+pid_t start_job(const fs::path& dir, int np, const std::string& extra) {
+  set_mpi_env();
+  std::vector<std::string> args = {DDPM_MPIEXEC, "-np", std::to_string(np), "--oversubscribe", DDPM_DIST_SPIN,
+                                   dir.string(), "150"};
+  if (!extra.empty()) args.push_back(extra);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  pid_t mpirun = 0;
-  ASSERT_EQ(posix_spawn(&mpirun, argv[0], nullptr, nullptr, argv.data(), environ), 0) << "cannot start " << argv[0];
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  const std::string log = (dir / "job.log").string();
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  return rc == 0 ? pid : -1;
+}
+
+// Waits up to 60 s for `pid`; true when it ended (status in *status).
+bool wait_up_to_60s(pid_t pid, int* status) {
+  const auto t0 = Clock::now();
+  while (Clock::now() - t0 < std::chrono::seconds(60)) {
+    if (waitpid(pid, status, WNOHANG) == pid) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, status, 0);
+  return false;
+}
+
+TEST(DistFailure, KillOneRankEndsTheJobWithin60Seconds) {
+  const fs::path dir = ddpm::testing::temp_dir("dist_kill");
+  const int np = 3;
+  const pid_t mpirun = start_job(dir, np, "");
+  ASSERT_GT(mpirun, 0) << "cannot start " << DDPM_MPIEXEC;
 
   // Wait for every rank's pid (they appear once all ranks finished one all-reduce).
   std::vector<pid_t> pids(np, 0);
@@ -90,6 +123,27 @@ TEST(DistFailure, KillOneRankEndsTheJobWithin60Seconds) {
   EXPECT_TRUE(!WIFEXITED(status) || WEXITSTATUS(status) != 0) << "mpirun exited with status 0";
   EXPECT_LT(seconds, 60.0);
   for (int r : {0, 2}) EXPECT_FALSE(alive(pids[r])) << "rank " << r << " (pid " << pids[r] << ") survived";
+}
+
+// An exception on one rank takes the fatal path (abort_job: MPI_Abort) and ends every rank, with
+// a message naming the rank, the host and the cause.
+TEST(DistFailure, ErrorOnOneRankAbortsTheJobWithItsRankHostAndCause) {
+  const fs::path dir = ddpm::testing::temp_dir("dist_throw");
+  const auto t0 = Clock::now();
+  const pid_t mpirun = start_job(dir, 3, "throw");
+  ASSERT_GT(mpirun, 0);
+  int status = 0;
+  const bool exited = wait_up_to_60s(mpirun, &status);
+  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::ifstream in(dir / "job.log");
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::printf("[throw] job ended after %.2f s (status %d); log:\n%s\n", seconds, status, log.c_str());
+  ASSERT_TRUE(exited) << "the job still ran 60 s after rank 1 failed";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  EXPECT_NE(log.find("injected failure on rank 1"), std::string::npos);
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  EXPECT_NE(log.find("rank 1 of 3 on host " + std::string(host)), std::string::npos);
 }
 
 }  // namespace

@@ -123,6 +123,19 @@ def main():
     with open(os.path.join(bad, "notes.txt"), "w") as f:
         f.write("not an image\n")
 
+    # Dataset files written by h5py: variable-length (str) and fixed-length (bytes) string
+    # attributes, int32 attributes; ImageDataset must read both.
+    for name, strings, itype in (("py_vlen.h5", False, np.int64), ("py_fixed.h5", True, np.int32)):
+        with h5py.File(os.path.join(root, name), "w") as f:
+            f["images"] = images[:4]
+            f["labels"] = labels[:4]
+            a = f["images"].attrs
+            for k, v in dict(schema_version=1, count=4, height=6, width=5, channels=3, num_classes=4).items():
+                a[k] = itype(v)
+            names = ["T-shirt/top", "b", "c", "d"]
+            a["class_names"] = np.array([n.encode() for n in names]) if strings else names
+            a["source"] = np.bytes_(b"python") if strings else "python"
+
     with h5py.File(args.out, "w") as f:
         for k, v in g.items():
             f[k] = v

@@ -29,9 +29,9 @@ void rename_or_throw(const fs::path& from, const fs::path& to) {
   }
 }
 
-// ".tmp-<step>-<pid>" / ".trash-<step>-<pid>" -> pid, or -1.
+// ".tmp-<step>-<pid>" / ".trash-<step>-<pid>" / "latest.tmp-<pid>" -> pid, or -1.
 long temporary_owner(const std::string& name) {
-  if (name.rfind(".tmp-", 0) != 0 && name.rfind(".trash-", 0) != 0) return -1;
+  if (name.rfind(".tmp-", 0) != 0 && name.rfind(".trash-", 0) != 0 && name.rfind("latest.tmp-", 0) != 0) return -1;
   const auto dash = name.rfind('-');
   const std::string pid = name.substr(dash + 1);
   if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) return -1;

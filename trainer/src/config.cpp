@@ -75,7 +75,7 @@ std::vector<Field> build_fields() {
            &C::max_nonfinite_steps),
       make("schedule", diff, "noise schedule: linear | cosine", &C::schedule),
       make("diffusion_steps", diff, "number of diffusion steps T", &C::diffusion_steps),
-      make("mean_type", diff, "network predicts: eps | x0 | xprev", &C::mean_type),
+      make("mean_type", diff, "network predicts: eps | x0 | prev | v", &C::mean_type),
       make("var_type", diff, "fixed-small | fixed-large | learned | learned-range", &C::var_type),
       make("loss_type", diff, "mse | rescaled-mse | kl | rescaled-kl (hybrid: rescaled-mse + learned-range)",
            &C::loss_type),
@@ -191,6 +191,15 @@ void set_value(TrainConfig& c, const Field& f, const Json& v, const std::string&
 }
 
 }  // namespace detail
+
+const std::vector<ConfigKey>& config_keys() {
+  static const std::vector<ConfigKey> keys = [] {
+    std::vector<ConfigKey> out;
+    for (const auto& f : detail::fields()) out.push_back(f.key);
+    return out;
+  }();
+  return keys;
+}
 
 // --- presets ---------------------------------------------------------------------------------
 

@@ -13,6 +13,12 @@ namespace ddpm::trainer {
 
 namespace {
 
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
 std::string flag_of(const std::string& key) {
   const detail::Field* f = detail::find_field(key);
   return (f ? f->key.flag : "--" + key) + " (key \"" + key + "\")";
@@ -97,7 +103,7 @@ void check_optimizer(const TrainConfig& c) {
   at_least("max_images", c.max_images, 0);
   at_least("global_batch", c.global_batch, 1);
   at_least("microbatch", c.microbatch, 0, "0 means the whole per-rank batch");
-  if (!(c.lr > 0 && std::isfinite(c.lr))) bad("lr", "is " + std::to_string(c.lr) + ", must be a positive number like 1e-4");
+  if (!(c.lr > 0 && std::isfinite(c.lr))) bad("lr", "is " + num(c.lr) + ", must be a positive number like 1e-4");
   at_least("weight_decay", c.weight_decay, 0);
   if (!(c.adam_beta1 >= 0 && c.adam_beta1 < 1)) bad("adam_beta1", "must be in [0, 1), e.g. 0.9");
   if (!(c.adam_beta2 >= 0 && c.adam_beta2 < 1)) bad("adam_beta2", "must be in [0, 1), e.g. 0.999");
@@ -110,8 +116,8 @@ void check_optimizer(const TrainConfig& c) {
   if (c.ema_rates.empty()) bad("ema_rates", "is empty; give at least one rate, e.g. --ema-rates 0.9999");
   std::set<double> seen;
   for (double r : c.ema_rates) {
-    if (!(r > 0 && r < 1)) bad("ema_rates", "rate " + std::to_string(r) + " must be in (0, 1), e.g. 0.9999");
-    if (!seen.insert(r).second) bad("ema_rates", "lists rate " + std::to_string(r) + " twice");
+    if (!(r > 0 && r < 1)) bad("ema_rates", "rate " + num(r) + " must be in (0, 1), e.g. 0.9999");
+    if (!seen.insert(r).second) bad("ema_rates", "lists rate " + num(r) + " twice");
   }
 }
 
@@ -127,7 +133,7 @@ void check_precision(const TrainConfig& c) {
 void check_diffusion_and_model(const TrainConfig& c) {
   one_of("schedule", c.schedule, {"linear", "cosine"});
   at_least("diffusion_steps", c.diffusion_steps, 2);
-  one_of("mean_type", c.mean_type, {"eps", "x0", "xprev"});
+  one_of("mean_type", c.mean_type, {"eps", "x0", "prev", "v"});
   one_of("var_type", c.var_type, {"fixed-small", "fixed-large", "learned", "learned-range"});
   one_of("loss_type", c.loss_type, {"mse", "rescaled-mse", "kl", "rescaled-kl"});
   one_of("timestep_sampler", c.timestep_sampler, {"uniform", "loss-second-moment"});

@@ -119,7 +119,11 @@ CliResult parse_train_args(int argc, const char* const* argv) {
   TrainConfig c;
   Json file;
   if (given.count("config_file")) {
-    file = read_json_file(given["config_file"]);
+    try {
+      file = read_json_file(given["config_file"]);
+    } catch (const std::runtime_error& e) {
+      throw std::invalid_argument(std::string("--config: ") + e.what());
+    }
     if (!file.is_object()) throw std::invalid_argument("--config " + given["config_file"] + ": expected a JSON object of settings");
   }
   std::string preset = given.count("preset") ? given["preset"] : "";

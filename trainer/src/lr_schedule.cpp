@@ -5,6 +5,8 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "ddpm/trainer/config.h"
+
 namespace ddpm::trainer {
 
 LrDecay parse_lr_decay(const std::string& name) {
@@ -26,6 +28,16 @@ double learning_rate(const LrSchedule& s, int64_t step) {
   const double span = s.base_lr - s.min_lr;
   if (s.decay == LrDecay::kLinear) return s.min_lr + span * (1.0 - p);
   return s.min_lr + span * 0.5 * (1.0 + std::cos(M_PI * p));
+}
+
+LrSchedule make_lr_schedule(const TrainConfig& c) {
+  LrSchedule s;
+  s.base_lr = c.lr;
+  s.warmup_steps = c.warmup_steps;
+  s.decay = parse_lr_decay(c.lr_decay);
+  s.decay_steps = c.lr_decay_steps > 0 ? c.lr_decay_steps : total_steps(c);
+  s.min_lr = c.lr_min;
+  return s;
 }
 
 }  // namespace ddpm::trainer

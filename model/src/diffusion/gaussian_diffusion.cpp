@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <stdexcept>
 
 #include "ddpm/model/diffusion/schedule.h"
@@ -19,12 +20,13 @@ namespace ddpm::diffusion {
 namespace {
 template <typename E, size_t K>
 E parse_enum(const std::string& s, const char* what, const std::pair<const char*, E> (&names)[K]) {
-  std::string known;
-  for (const auto& [name, value] : names) {
-    if (s == name) return value;
-    known += (known.empty() ? "" : "|") + std::string(name);
+  std::ostringstream msg;
+  msg << "unknown " << what << " '" << s << "'; expected one of ";
+  for (size_t i = 0; i < K; ++i) {
+    if (s == names[i].first) return names[i].second;
+    msg << (i ? "|" : "") << names[i].first;
   }
-  throw std::invalid_argument("unknown " + std::string(what) + " '" + s + "'; expected one of " + known);
+  throw std::invalid_argument(msg.str());
 }
 
 template <typename E, size_t K>

@@ -2,6 +2,7 @@
 #include "ddpm/model/unet/blocks.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/activation.h>
 
@@ -42,6 +43,7 @@ GroupNorm32Impl::GroupNorm32Impl(int64_t channels, int64_t groups, double eps) :
 }
 
 at::Tensor GroupNorm32Impl::forward(const at::Tensor& x) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);  // as autocast(enabled=False)
   const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor y = at::group_norm(x.to(compute), groups_, weight.to(compute), bias.to(compute), eps_);
   return y.to(x.scalar_type());

@@ -14,12 +14,12 @@
 
 namespace ddpm::model {
 
-at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim, double max_period) {
+at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim, double max_period, at::ScalarType dtype) {
   TORCH_CHECK(t.dim() == 1, "timestep_embedding: t must be (N), got ", t.sizes());
   const int64_t half = dim / 2;
-  const auto opts = at::TensorOptions().dtype(at::kFloat).device(t.device());
+  const auto opts = at::TensorOptions().dtype(dtype).device(t.device());
   const at::Tensor freqs = at::exp(-std::log(max_period) * at::arange(half, opts) / static_cast<double>(half));
-  const at::Tensor args = t.to(at::kFloat).unsqueeze(1) * freqs.unsqueeze(0);  // (N, half)
+  const at::Tensor args = t.to(dtype).unsqueeze(1) * freqs.unsqueeze(0);  // (N, half)
   at::Tensor emb = at::cat({at::cos(args), at::sin(args)}, 1);                 // (N, 2*half)
   if (dim % 2) emb = at::cat({emb, at::zeros({t.size(0), 1}, opts)}, 1);
   return emb;
@@ -131,7 +131,8 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
   TORCH_CHECK(t.dim() == 1 && t.size(0) == x.size(0), "UNet: t must be (N) with N = ", x.size(0), ", got ",
               t.sizes());
   const at::Tensor w0 = time_embed_->ptr<torch::nn::LinearImpl>(0)->weight;
-  at::Tensor emb = time_embed_->forward(timestep_embedding(t, o.model_channels).to(w0.scalar_type()));  // (N, 4mc)
+  const auto dtype = w0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor emb = time_embed_->forward(timestep_embedding(t, o.model_channels, 10000.0, dtype).to(w0.scalar_type()));  // (N, 4mc)
   if (o.num_classes) {
     at::Tensor labels = y;
     if (!labels.defined()) labels = at::full({x.size(0)}, *o.num_classes, t.options().dtype(at::kLong));

@@ -95,7 +95,8 @@ TEST_F(Core, PredictionsInvertTheForwardProcess) {
 TEST_F(Core, WrongOutputChannelsNameTheShapes) {
   const GaussianDiffusion d = core("eps", "learned-range");
   const std::string msg = error_of([&] { d.p_mean_variance_from_output(r("out1"), r("x_t"), r("t"), false); });
-  EXPECT_TRUE(contains(msg, "model output has shape [8, 2, 3, 3], expected [8, 4, 3, 3] for variance type learned-range"));
+  EXPECT_TRUE(contains(
+      msg, "model output has shape [8, 2, 3, 3], expected [8, 4, 3, 3] for variance type learned-range"));
 }
 
 }  // namespace

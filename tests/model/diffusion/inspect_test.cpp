@@ -73,8 +73,8 @@ TEST_F(Inspect, ScheduleCsv) {
 
 TEST_F(Inspect, LossesHybrid) {
   const std::string in = write_input("hybrid_in.h5", r("out2"), r("noise"));
-  const RunResult run = inspect("losses --input " + in + " --output " + dir + "/hybrid_out.h5 --schedule linear --steps 100"
-                          " --mean-type eps --var-type learned-range --loss-type rescaled-mse", dir);
+  const RunResult run = inspect("losses --input " + in + " --output " + dir + "/hybrid_out.h5 --schedule linear"
+                                " --steps 100 --mean-type eps --var-type learned-range --loss-type rescaled-mse", dir);
   ASSERT_EQ(run.rc, 0) << run.err;
   const data::H5TensorFile out = data::H5TensorFile::open_read(dir + "/hybrid_out.h5");
   const std::string p = "tl.eps.learned-range.rescaled-mse.";

@@ -19,7 +19,9 @@ class Losses : public DiffusionGolden {
     EXPECT_TRUE(tensors_near(pick(got.loss), pick(r(p + "loss")), rtol, atol, p + "loss" + tag));
     for (const auto& [name, tensor] : {std::pair{"mse", got.mse}, std::pair{"vb", got.vb}}) {
       ASSERT_EQ(tensor.defined(), has(p + name)) << p << name << ": defined here but not in the reference, or back";
-      if (tensor.defined()) EXPECT_TRUE(tensors_near(pick(tensor), pick(r(p + name)), rtol, atol, p + name + tag));
+      if (tensor.defined()) {
+        EXPECT_TRUE(tensors_near(pick(tensor), pick(r(p + name)), rtol, atol, p + name + tag));
+      }
     }
   }
 };
@@ -53,7 +55,10 @@ TEST_F(Losses, EveryLossMeanAndVarianceTypeFloat32) {
         const LossTerms got = d.training_losses_from_output(output_for(v).to(at::kFloat), f("x_start"), x_t, r("t"),
                                                             f("noise"));
         EXPECT_EQ(got.loss.scalar_type(), at::kFloat);
-        expect_terms(got, p, kRtol32, kAtol32, " f32 (t > 0)", positive_t);
+        // rescaled-kl is T * kl: the float32 cancellation error of normal_kl (~1e-7 absolute on values of
+        // 1e-4 .. 1e-3 here) scales with T, and so does its absolute tolerance.
+        const double atol = std::string(l) == "rescaled-kl" ? kAtol32 * d.num_timesteps() : kAtol32;
+        expect_terms(got, p, kRtol32, atol, " f32 (t > 0)", positive_t);
         EXPECT_TRUE(at::isfinite(got.loss).all().item<bool>()) << p;
       }
     }

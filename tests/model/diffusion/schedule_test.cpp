@@ -62,18 +62,23 @@ TEST_F(Schedules, BetasFromFile) {
 }
 
 TEST_F(Schedules, ErrorsNameTheProblem) {
-  EXPECT_TRUE(contains(error_of([] { get_named_beta_schedule("quadratic", 10); }), "unknown beta schedule 'quadratic'; known: linear, cosine, sigmoid, file:PATH"));
+  EXPECT_TRUE(contains(error_of([] { get_named_beta_schedule("quadratic", 10); }),
+                     "unknown beta schedule 'quadratic'; known: linear, cosine, sigmoid, file:PATH"));
   EXPECT_TRUE(contains(error_of([] { get_named_beta_schedule("linear", 10); }), "use T >= 21"));
   EXPECT_TRUE(contains(error_of([] { get_named_beta_schedule("cosine", 1); }), "at least 2"));
-  EXPECT_TRUE(contains(error_of([&] { get_named_beta_schedule("file:" + betas_file(), 31); }), "has 30 betas but 31 steps were asked for"));
+  EXPECT_TRUE(contains(error_of([&] { get_named_beta_schedule("file:" + betas_file(), 31); }),
+                     "has 30 betas but 31 steps were asked for"));
   const std::string dir = ddpm::testing::temp_dir("diffusion_schedule_errors");
   std::ofstream(dir + "/bad.txt") << "0.1\n\nabc\n";
-  EXPECT_TRUE(contains(error_of([&] { get_named_beta_schedule("file:" + dir + "/bad.txt", 0); }), "betas file '" + dir + "/bad.txt' line 3: 'abc' is not a number"));
+  EXPECT_TRUE(contains(error_of([&] { get_named_beta_schedule("file:" + dir + "/bad.txt", 0); }),
+                     "betas file '" + dir + "/bad.txt' line 3: 'abc' is not a number"));
   std::ofstream(dir + "/range.txt") << "# comment\n0.1\n1.5\n";
-  EXPECT_TRUE(contains(error_of([&] { get_named_beta_schedule("file:" + dir + "/range.txt", 0); }), "line 3: beta 1.5 is outside (0, 1)"));
+  EXPECT_TRUE(contains(error_of([&] { get_named_beta_schedule("file:" + dir + "/range.txt", 0); }),
+                     "line 3: beta 1.5 is outside (0, 1)"));
   EXPECT_TRUE(contains(error_of([&] { get_named_beta_schedule("file:" + dir + "/missing.txt", 0); }), "cannot open"));
   EXPECT_TRUE(contains(error_of([] { parse_mean_type("epsilon"); }), "'epsilon'; expected one of eps|x0|prev|v"));
-  EXPECT_TRUE(contains(error_of([] { parse_var_type("small"); }), "expected one of fixed-small|fixed-large|learned|learned-range"));
+  EXPECT_TRUE(contains(error_of([] { parse_var_type("small"); }),
+                     "expected one of fixed-small|fixed-large|learned|learned-range"));
   EXPECT_TRUE(contains(error_of([] { parse_loss_type("hybrid"); }), "expected one of mse|rescaled-mse|kl|rescaled-kl"));
   for (const char* m : kMeans) EXPECT_EQ(to_string(parse_mean_type(m)), m);
   for (const char* v : kVars) EXPECT_EQ(to_string(parse_var_type(v)), v);
@@ -108,8 +113,10 @@ TEST_F(Schedules, RespacedTimestepsAndBetas) {
 }
 
 TEST_F(Schedules, RespacingErrors) {
-  EXPECT_TRUE(contains(error_of([] { space_timesteps(10, "5,20"); }), "section 1 has 5 of the 10 steps and cannot give 20"));
-  EXPECT_TRUE(contains(error_of([] { space_timesteps(10, "ddim6"); }), "no integer stride gives exactly 6 of 10 steps"));
+  EXPECT_TRUE(contains(error_of([] { space_timesteps(10, "5,20"); }),
+                     "section 1 has 5 of the 10 steps and cannot give 20"));
+  EXPECT_TRUE(contains(error_of([] { space_timesteps(10, "ddim6"); }),
+                     "no integer stride gives exactly 6 of 10 steps"));
   EXPECT_TRUE(contains(error_of([] { space_timesteps(10, "abc"); }), "'abc' is not a positive step count"));
   EXPECT_TRUE(contains(error_of([] { space_timesteps(10, "3,0"); }), "'0' is not a positive step count"));
 }

@@ -58,3 +58,27 @@ TEST(TensorDict, ClearErrors) {
   }
 }
 }  // namespace
+
+namespace {
+// A PyTorch state_dict is a collections.OrderedDict with _metadata (improved-diffusion saves
+// exactly that): it must load with its keys in order.
+TEST(TensorDict, ReadsPythonStateDictOrderedDict) {
+  const std::string dir = ddpm::testing::temp_dir("tensor_dict_sd");
+  ASSERT_EQ(run_python("import torch; torch.manual_seed(0); "
+                       "m=torch.nn.Sequential(torch.nn.Conv2d(1,2,3), torch.nn.GroupNorm(1,2), torch.nn.Linear(4,3)); "
+                       "sd=m.state_dict(); assert type(sd).__name__=='OrderedDict' and hasattr(sd,'_metadata'); "
+                       "torch.save(sd, '" + dir + "/sd.pt'); "
+                       "torch.save({k: v.double().sum() for k, v in sd.items()}, '" + dir + "/sums.pt')"),
+            0);
+  const TensorDict sd = ddpm::model::load_tensor_dict(dir + "/sd.pt");
+  const TensorDict sums = ddpm::model::load_tensor_dict(dir + "/sums.pt");
+  ASSERT_EQ(sd.size(), 6u);
+  ASSERT_EQ(sums.size(), sd.size());
+  const std::vector<std::string> names = {"0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"};
+  for (size_t i = 0; i < sd.size(); ++i) {
+    EXPECT_EQ(sd[i].first, names[i]);
+    EXPECT_TRUE(ddpm::testing::tensors_near(sd[i].second.to(at::kDouble).sum(), sums[i].second, 1e-12, 0,
+                                            "state_dict " + names[i]));
+  }
+}
+}  // namespace

@@ -103,6 +103,8 @@ TEST(UNetGoldenEmbedding, TimestepEmbeddingMatchesFloat64Reference) {
   const at::Tensor emb = ddpm::model::timestep_embedding(g.read("timestep_embedding/t"), 33);
   EXPECT_EQ(emb.scalar_type(), at::kFloat);
   EXPECT_TRUE(tensors_near(emb, g.read("timestep_embedding/emb"), 1e-5, 2e-4, "timestep_embedding dim 33"));
+  const at::Tensor emb64 = ddpm::model::timestep_embedding(g.read("timestep_embedding/t"), 33, 10000.0, at::kDouble);
+  EXPECT_TRUE(tensors_near(emb64, g.read("timestep_embedding/emb"), 1e-12, 1e-12, "timestep_embedding f64"));
 }
 
 }  // namespace

@@ -51,7 +51,7 @@ class ImageDataset {
 
 struct WriterOptions {
   int compress = 0;           // gzip level 0 (none) .. 9
-  int64_t chunk_bytes = 1 << 16;  // target chunk size: one random read costs about this much
+  int64_t chunk_bytes = 1 << 14;  // target chunk size: one random read costs about this much
 };
 
 // Writes OUT through "OUT.tmp-<pid>" and renames it at finish(); without finish() (an error, an

@@ -42,7 +42,9 @@ class Communicator {
 
   // In place; any shape, contiguous or not.
   virtual std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, ReduceOp op) = 0;
-  void all_reduce(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum);
+  // Blocking; the default waits on all_reduce_async (MPI overrides it with MPI_Allreduce, whose
+  // tuned algorithms beat the non-blocking ones for large messages).
+  virtual void all_reduce(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum);
   // Coalesced: tensors of one dtype are packed into one flat buffer, reduced once, unpacked.
   void all_reduce(const std::vector<at::Tensor>& tensors, ReduceOp op = ReduceOp::kSum);
 

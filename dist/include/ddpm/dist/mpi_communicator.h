@@ -21,6 +21,8 @@ class MpiCommunicator : public Communicator {
   int world_size() const override { return size_; }
   std::string backend() const override { return "mpi"; }
   std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, ReduceOp op) override;
+  using Communicator::all_reduce;
+  void all_reduce(const at::Tensor& tensor, ReduceOp op = ReduceOp::kSum) override;  // MPI_Allreduce
   void broadcast(const at::Tensor& tensor, int root) override;
   at::Tensor all_gather(const at::Tensor& tensor) override;
   void barrier() override;

@@ -52,7 +52,7 @@ struct TrainConfig {
   // --- diffusion (names of DESIGN.md section 2) ---
   std::string schedule = "linear";   // linear | cosine
   int64_t diffusion_steps = 1000;    // T
-  std::string mean_type = "eps";     // eps | x0 | xprev
+  std::string mean_type = "eps";     // eps | x0 | prev | v
   std::string var_type = "fixed-large";  // fixed-small | fixed-large | learned | learned-range
   std::string loss_type = "mse";     // mse | rescaled-mse | kl | rescaled-kl (hybrid = rescaled-mse
                                      // with learned-range)

@@ -24,4 +24,8 @@ struct LrSchedule {
 //           cosine:   min + (base - min) (1 + cos(pi p)) / 2
 double learning_rate(const LrSchedule& schedule, int64_t step);
 
+struct TrainConfig;
+// lr, warmup_steps, lr_decay, lr_min; decay_steps = lr_decay_steps, or the run's total_steps.
+LrSchedule make_lr_schedule(const TrainConfig& config);
+
 }  // namespace ddpm::trainer

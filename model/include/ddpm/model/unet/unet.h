@@ -15,8 +15,10 @@
 namespace ddpm::model {
 
 // Sinusoidal embedding [cos(t f_i), sin(t f_i)], f_i = max_period^(-i/half), i < half = dim/2,
-// zero-padded when dim is odd. t (N) int64 or floating -> (N, dim) float32.
-at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim, double max_period = 10000.0);
+// zero-padded when dim is odd. t (N) int64 or floating -> (N, dim) of `dtype` (computed in it;
+// the U-Net uses its weights' dtype: float32 as improved-diffusion, float64 for checks).
+at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim, double max_period = 10000.0,
+                              at::ScalarType dtype = at::kFloat);
 
 class UNetImpl : public torch::nn::Module {
  public:
