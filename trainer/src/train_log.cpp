@@ -136,14 +136,14 @@ void Trainer::log_step() {
   rec["grad_norm"] = gnorm;
   rec["lr"] = lr_;
   rec["images_per_second"] = ips;
-  rec["loss_scale"] = loss_scale_;
+  rec["loss_scale"] = loss_scale_->scale();
   rec["nonfinite_skipped"] = s.skipped;
   for (int i = 0; i < kNumPhases; ++i) {
     const double per_step = s.phase[i] / static_cast<double>(nsteps);
     line += std::string(" ") + kPhaseShort[i] + " " + fmt("%.3f", per_step) + "s";
     rec[std::string("time_") + kPhaseKeys[i] + "_s"] = per_step;
   }
-  if (use_fp16_) line += " | scale " + fmt("%.0f", loss_scale_);
+  if (use_fp16_) line += " | scale " + fmt("%.0f", loss_scale_->scale());
   if (s.skipped > 0) line += " | skipped " + std::to_string(s.skipped);
   print(line);
   log_->write(rec);
@@ -155,7 +155,7 @@ void Trainer::log_step() {
   metrics_->set_images_per_second(ips);
   metrics_->set_grad_norm(gnorm);
   metrics_->set_learning_rate(lr_);
-  metrics_->set_loss_scale(loss_scale_);
+  metrics_->set_loss_scale(loss_scale_->scale());
   metrics_->add_nonfinite_steps_skipped(static_cast<uint64_t>(s.skipped));
   for (int r = 0; r < world_; ++r) {
     metrics_->add_rank_wait(r, waits[r][0].item<double>(), waits[r][1].item<double>());

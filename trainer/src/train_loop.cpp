@@ -80,7 +80,9 @@ void Trainer::build() {
   } else if (config_.precision != "fp32") {
     print("warning: --precision " + config_.precision + " applies on GPU only; training in fp32 on the CPU");
   }
-  loss_scale_ = use_fp16_ ? config_.loss_scale_init : 1.0;
+  loss_scale_ = std::make_unique<DynamicLossScale>(use_fp16_, config_.loss_scale_init, config_.loss_scale_growth,
+                                                   config_.loss_scale_backoff, config_.loss_scale_window);
+  guard_ = std::make_unique<NonfiniteGuard>(config_.max_nonfinite_steps);
   lr_schedule_ = LrSchedule{config_.lr, config_.warmup_steps, parse_lr_decay(config_.lr_decay),
                             config_.lr_decay_steps > 0 ? config_.lr_decay_steps : total_steps_, config_.lr_min};
 
@@ -215,7 +217,7 @@ StepTerms Trainer::forward_backward(const data::Batch& batch) {
     const at::Tensor loss = microbatch_loss(xi, yi, rows);
     // Mean over the per-rank batch (not improved-diffusion's sum over microbatches), times the
     // fp16 loss scale.
-    (loss * (loss_scale_ / static_cast<double>(n))).backward();
+    (loss * (loss_scale_->scale() / static_cast<double>(n))).backward();
   }
   return StepTerms{at::cat(rows, 0)};
 }
@@ -252,25 +254,16 @@ bool Trainer::optimize() {
     if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
     grads.push_back(p.grad());
   }
-  if (loss_scale_ != 1.0) at::_foreach_div_(grads, at::Scalar(loss_scale_));
+  if (loss_scale_->scale() != 1.0) at::_foreach_div_(grads, at::Scalar(loss_scale_->scale()));
   last_grad_norm_ = grad_norm_and_clip(grads);
   const bool finite = std::isfinite(last_grad_norm_);  // the same on every rank: gradients are averaged
-  update_loss_scale(finite);
-  if (!finite) {
-    ++nonfinite_in_row_;
-    ++nonfinite_total_;
+  loss_scale_->update(finite);
+  if (guard_->record(finite, step_ + 1)) {  // throws after max_nonfinite_steps in a row
     optimizer_->zero_grad();
     print("warning: non-finite gradients at step " + std::to_string(step_ + 1) + " (" +
-          std::to_string(nonfinite_in_row_) + " in a row); step skipped");
-    if (nonfinite_in_row_ >= config_.max_nonfinite_steps) {
-      throw std::runtime_error("training diverged: " + std::to_string(nonfinite_in_row_) +
-                               " non-finite steps in a row at step " + std::to_string(step_ + 1) +
-                               " (--max-nonfinite-steps " + std::to_string(config_.max_nonfinite_steps) +
-                               "); lower --lr, set --grad-clip, or use --precision bf16/fp32");
-    }
+          std::to_string(guard_->in_row()) + " in a row); step skipped");
     return false;
   }
-  nonfinite_in_row_ = 0;
   lr_ = learning_rate(lr_schedule_, step_);
   for (auto& group : optimizer_->param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr_);
@@ -289,17 +282,6 @@ double Trainer::grad_norm_and_clip(const std::vector<at::Tensor>& grads) {
     if (coef < 1.0) at::_foreach_mul_(grads, at::Scalar(coef));
   }
   return norm;
-}
-
-void Trainer::update_loss_scale(bool finite) {
-  if (!use_fp16_) return;
-  if (!finite) {
-    loss_scale_ *= config_.loss_scale_backoff;
-    loss_scale_good_steps_ = 0;
-  } else if (++loss_scale_good_steps_ >= config_.loss_scale_window) {
-    loss_scale_ *= config_.loss_scale_growth;
-    loss_scale_good_steps_ = 0;
-  }
 }
 
 bool Trainer::stop_agreed() {

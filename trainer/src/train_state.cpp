@@ -79,10 +79,8 @@ void Trainer::restore(const TrainState& s, const std::string& path) {
   step_ = s.step;
   images_seen_ = s.images_seen;
   lr_ = s.lr;
-  loss_scale_ = use_fp16_ ? s.loss_scale : 1.0;
-  loss_scale_good_steps_ = s.loss_scale_good_steps;
-  nonfinite_in_row_ = s.nonfinite_in_row;
-  nonfinite_total_ = s.nonfinite_total;
+  loss_scale_->restore(s.loss_scale, s.loss_scale_good_steps);
+  guard_->restore(s.nonfinite_in_row, s.nonfinite_total);
   resumed_from_ = s.step;
   last_checkpoint_ = path;
 
@@ -166,10 +164,10 @@ std::string Trainer::save_checkpoint() {
     s.step = step_;
     s.images_seen = images_seen_;
     s.lr = lr_;
-    s.loss_scale = loss_scale_;
-    s.loss_scale_good_steps = loss_scale_good_steps_;
-    s.nonfinite_in_row = nonfinite_in_row_;
-    s.nonfinite_total = nonfinite_total_;
+    s.loss_scale = loss_scale_->scale();
+    s.loss_scale_good_steps = loss_scale_->good_steps();
+    s.nonfinite_in_row = guard_->in_row();
+    s.nonfinite_total = guard_->total();
     s.world_size = world_;
     s.model = model::state_dict(*model_);
     for (size_t i = 0; i < ema_->rates().size(); ++i) s.emas.emplace_back(ema_->rates()[i], ema_->state(i));

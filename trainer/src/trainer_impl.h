@@ -25,6 +25,7 @@
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/lr_schedule.h"
 #include "ddpm/trainer/run_log.h"
+#include "ddpm/trainer/step_guard.h"
 #include "ddpm/trainer/train_loop.h"
 
 namespace ddpm::trainer::detail {
@@ -70,7 +71,6 @@ class Trainer {
   at::Tensor microbatch_loss(const at::Tensor& x, const at::Tensor& y, std::vector<at::Tensor>& rows);
   bool optimize();  // false when the step was skipped (non-finite gradients)
   double grad_norm_and_clip(const std::vector<at::Tensor>& grads);
-  void update_loss_scale(bool finite);
   bool stop_agreed();
   // --- state (train_state.cpp) ---
   std::string save_checkpoint();
@@ -111,9 +111,8 @@ class Trainer {
   // Progress (all saved in checkpoints).
   int64_t step_ = 0, images_seen_ = 0;
   double lr_ = 0.0;
-  double loss_scale_ = 1.0;
-  int64_t loss_scale_good_steps_ = 0;
-  int64_t nonfinite_in_row_ = 0, nonfinite_total_ = 0;
+  std::unique_ptr<DynamicLossScale> loss_scale_;  // fp16 on GPU; scale 1 otherwise
+  std::unique_ptr<NonfiniteGuard> guard_;
   int64_t resumed_from_ = -1;
   std::string last_checkpoint_;
   double last_grad_norm_ = 0.0;

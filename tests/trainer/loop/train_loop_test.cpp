@@ -181,6 +181,23 @@ TEST(TrainLoop, InitFromWeights) {
   EXPECT_LT(worst, 1e-6);
 }
 
+// The non-finite guard: an absurd learning rate makes the weights overflow after one step; the
+// following steps have non-finite gradients, are skipped, and the run stops after 2 in a row.
+TEST(TrainLoop, NonfiniteStepsStopTheRun) {
+  const std::string dir = shared_dir("nonfinite");
+  const std::string data = dataset(dir);
+  TrainConfig c = tiny_config(data, dir + "/run", 10);
+  c.lr = 1e30;
+  c.max_nonfinite_steps = 2;
+  try {
+    train(c, comm(), at::kCPU, quiet());
+    FAIL() << "training with lr 1e30 did not stop";
+  } catch (const std::runtime_error& e) {
+    std::printf("[message] %s\n", e.what());
+    EXPECT_NE(std::string(e.what()).find("2 non-finite steps in a row"), std::string::npos);
+  }
+}
+
 // 40 steps on the bars: the mean loss of the last 5 steps is below 0.6x that of the first 5
 // (the zero-initialised output layer starts every run at loss ~1 = E[eps^2]).
 TEST(TrainLoop, LossFalls) {
