@@ -40,10 +40,10 @@ PY="$DDPM_VENV/bin/python3"
 want="$DDPM_TORCH_VERSION"
 have="$("$PY" -c 'import torch, numpy, h5py, PIL, scipy, pytorch_fid; print(torch.__version__.split("+")[0])' 2>/dev/null || true)"
 if [ "$have" != "$want" ]; then
-  say "installing torch==$want (+ numpy, h5py, cmake) into $DDPM_VENV; the CUDA wheel is ~3 GB, first time only"
+  say "installing torch==$want (+ numpy, h5py, pillow, scipy, pytorch-fid, cmake) into $DDPM_VENV; the CUDA wheel is ~3 GB, first time only"
   [ -x "$PY" ] || python3 -m venv "$DDPM_VENV" || fail "python3 -m venv $DDPM_VENV failed (install python3-venv)"
   "$PY" -m pip install -q --upgrade pip >/dev/null
-  "$PY" -m pip install -q "torch==$want" numpy h5py pillow "cmake>=3.31" scipy pytorch-fid \
+  "$PY" -m pip install -q "torch==$want" numpy h5py pillow scipy pytorch-fid "cmake>=3.31" \
     || fail "pip install torch==$want failed; set DDPM_TORCH_VERSION to a version PyPI has"
 fi
 

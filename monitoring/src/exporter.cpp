@@ -40,7 +40,7 @@ WarnFn stderr_warn() {
   };
 }
 
-MetricsExporter::MetricsExporter(const std::string& addr, const Metrics& metrics) : metrics_(metrics) {
+MetricsExporter::MetricsExporter(const std::string& addr, Metrics& metrics) : metrics_(metrics) {
   const auto hp = parse_host_port(addr, "--metrics-addr");
   if (!hp) return;
   host_ = hp->host;
@@ -140,6 +140,7 @@ void MetricsExporter::answer(int client) {
   if (path != "/metrics") return send_all(client, response("404 Not Found", "text/plain", "only /metrics\n", false));
   if (method != "GET" && method != "HEAD")
     return send_all(client, response("405 Method Not Allowed", "text/plain", "read only: GET /metrics\n", false, "Allow: GET, HEAD\r\n"));
+  metrics_.update_process_memory();
   send_all(client, response("200 OK", "text/plain; version=0.0.4; charset=utf-8", metrics_.serialize(), method == "HEAD"));
 }
 

@@ -100,7 +100,7 @@ Metrics::Metrics(std::string run_id)
                              "Unix time of the last successful checkpoint", c, r);
   f_->checkpoint_write = &reg(BuildGauge(), "ddpm_checkpoint_write_seconds", "Write duration of the last checkpoint", c, r);
   f_->fid = &reg(BuildGauge(), "ddpm_fid", "Frechet distance of generated samples to the reference statistics", c, r);
-  f_->bpd = &reg(BuildGauge(), "ddpm_bits_per_dim", "Negative log-likelihood bound in bits per dimension", c, r);
+  f_->bpd = &reg(BuildGauge(), "ddpm_bpd", "Negative log-likelihood bound in bits per dimension (bits/dim; promtool rejects a _bits name)", c, r);
   f_->world_size = &reg(BuildGauge(), "ddpm_world_size", "Number of ranks in the job", c, r);
   f_->build_info = &reg(BuildGauge(), "ddpm_build_info", "Build of the running binary (value 1)", c, r);
   f_->gpu_memory = &reg(BuildGauge(), "ddpm_gpu_memory_allocated_bytes", "GPU memory allocated by the caching allocator", c, r);

@@ -81,7 +81,9 @@ def run(args):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     gw_port, prom_port = free_port(), free_port()
-    start("pushgateway", ["prometheus-pushgateway", "--web.listen-address=127.0.0.1:%d" % gw_port], work)
+    # Debian's default --persistence.file is /var/lib/prometheus/pushgateway.data: keep ours in work/.
+    start("pushgateway", ["prometheus-pushgateway", "--web.listen-address=127.0.0.1:%d" % gw_port,
+                          "--persistence.file=" + os.path.join(work, "pushgateway.data")], work)
     wait_for("pushgateway", lambda: get("http://127.0.0.1:%d/-/ready" % gw_port) is not None, 20)
 
     port_file = os.path.join(work, "demo.port")
@@ -136,6 +138,7 @@ def run(args):
     lines = [l for l in gw.splitlines() if l.startswith("ddpm_exit_status")]
     print("gateway:", lines)
     assert want in gw, "final push not at the gateway: expected %s" % want
+    assert len(lines) == 1, "the gateway holds other groups: %s" % lines
     assert any(l.startswith("ddpm_steps_total{") and RUN_ID in l for l in gw.splitlines())
     print("integration: OK (%d dashboard queries with data)" % len(exprs))
 

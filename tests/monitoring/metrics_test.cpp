@@ -6,6 +6,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <mutex>
+#include <sstream>
 #include <regex>
 #include <string>
 #include <vector>
@@ -19,6 +22,24 @@ using namespace ddpm::monitoring;
 
 bool has_line(const std::string& text, const std::string& line) {
   return text.find("\n" + line + "\n") != std::string::npos || text.rfind(line + "\n", 0) == 0;
+}
+
+// A sample `name{labels} value` with exactly these labels, in any order.
+bool has_sample(const std::string& text, const std::string& name, std::map<std::string, std::string> labels,
+                const std::string& value) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name + "{", 0) != 0) continue;
+    const auto close = line.find("} ");
+    if (close == std::string::npos || line.substr(close + 2) != value) continue;
+    std::map<std::string, std::string> got;
+    const std::regex kv("([a-zA-Z_]+)=\"([^\"]*)\"");
+    const std::string body = line.substr(name.size() + 1, close - name.size() - 1);
+    for (auto it = std::sregex_iterator(body.begin(), body.end(), kv); it != std::sregex_iterator(); ++it)
+      got[(*it)[1]] = (*it)[2];
+    if (got == labels) return true;
+  }
+  return false;
 }
 
 Metrics& filled(Metrics& m) {
@@ -53,24 +74,31 @@ TEST(Metrics, NamesTypesAndLabelsInTheExposition) {
       {"ddpm_rank_data_wait_seconds_total", "counter"}, {"ddpm_rank_allreduce_wait_seconds_total", "counter"},
       {"ddpm_grad_norm", "gauge"}, {"ddpm_learning_rate", "gauge"}, {"ddpm_loss_scale", "gauge"},
       {"ddpm_nonfinite_steps_skipped_total", "counter"}, {"ddpm_last_checkpoint_timestamp_seconds", "gauge"},
-      {"ddpm_checkpoint_write_seconds", "gauge"}, {"ddpm_fid", "gauge"}, {"ddpm_bits_per_dim", "gauge"},
+      {"ddpm_checkpoint_write_seconds", "gauge"}, {"ddpm_fid", "gauge"}, {"ddpm_bpd", "gauge"},
       {"ddpm_world_size", "gauge"}, {"ddpm_build_info", "gauge"}, {"ddpm_gpu_memory_allocated_bytes", "gauge"},
-      {"ddpm_process_resident_memory_bytes", "gauge"}, {"ddpm_exit_status", "gauge"}, {"ddpm_start_time_seconds", "gauge"}};
+      {"ddpm_process_resident_memory_bytes", "gauge"}, {"ddpm_start_time_seconds", "gauge"}};
   for (const auto& [name, type] : types) EXPECT_TRUE(has_line(t, "# TYPE " + name + " " + type)) << name;
   // Every sample carries run_id.
   std::istringstream in(t);
   for (std::string line; std::getline(in, line);)
     if (!line.empty() && line[0] != '#') EXPECT_NE(line.find("run_id=\"run-1\""), std::string::npos) << line;
-  EXPECT_TRUE(has_line(t, "ddpm_loss{quartile=\"q2\",run_id=\"run-1\"} 0.3")) << t;
-  EXPECT_TRUE(has_line(t, "ddpm_loss{run_id=\"run-1\"} 0.25"));
-  EXPECT_TRUE(has_line(t, "ddpm_steps_total{run_id=\"run-1\"} 3"));
-  EXPECT_TRUE(has_line(t, "ddpm_images_total{run_id=\"run-1\"} 384"));
-  EXPECT_TRUE(has_line(t, "ddpm_fid{ema_rate=\"0.9999\",extractor=\"inception-v3\",run_id=\"run-1\",samples=\"50000\"} 3.17"));
-  EXPECT_TRUE(has_line(t, "ddpm_rank_allreduce_wait_seconds_total{rank=\"1\",run_id=\"run-1\"} 0.25"));
-  EXPECT_TRUE(has_line(t, "ddpm_build_info{device=\"cpu\",run_id=\"run-1\",torch_version=\"2.11.0\",version=\"0.1.0\"} 1"));
-  EXPECT_TRUE(has_line(t, "ddpm_step_phase_seconds_count{phase=\"forward_backward\",run_id=\"run-1\"} 2"));
-  EXPECT_TRUE(has_line(t, "ddpm_step_phase_seconds_bucket{le=\"0.05\",phase=\"forward_backward\",run_id=\"run-1\"} 1"));
-  EXPECT_TRUE(has_line(t, "ddpm_step_phase_seconds_bucket{le=\"+Inf\",phase=\"forward_backward\",run_id=\"run-1\"} 2"));
+  const std::string r = "run-1";
+  EXPECT_TRUE(has_sample(t, "ddpm_loss", {{"quartile", "q2"}, {"run_id", r}}, "0.3")) << t;
+  EXPECT_TRUE(has_sample(t, "ddpm_loss", {{"run_id", r}}, "0.25"));
+  EXPECT_TRUE(has_sample(t, "ddpm_vb", {{"quartile", "q3"}, {"run_id", r}}, "0.01"));
+  EXPECT_TRUE(has_sample(t, "ddpm_steps_total", {{"run_id", r}}, "3"));
+  EXPECT_TRUE(has_sample(t, "ddpm_images_total", {{"run_id", r}}, "384"));
+  EXPECT_TRUE(has_sample(t, "ddpm_fid", {{"ema_rate", "0.9999"}, {"extractor", "inception-v3"}, {"run_id", r}, {"samples", "50000"}}, "3.17"));
+  EXPECT_TRUE(has_sample(t, "ddpm_bpd", {{"ema_rate", "0.9999"}, {"run_id", r}, {"samples", "1000"}}, "2.94"));
+  EXPECT_TRUE(has_sample(t, "ddpm_rank_allreduce_wait_seconds_total", {{"rank", "1"}, {"run_id", r}}, "0.25"));
+  EXPECT_TRUE(has_sample(t, "ddpm_rank_data_wait_seconds_total", {{"rank", "1"}, {"run_id", r}}, "0.5"));
+  EXPECT_TRUE(has_sample(t, "ddpm_build_info", {{"device", "cpu"}, {"run_id", r}, {"torch_version", "2.11.0"}, {"version", "0.1.0"}}, "1"));
+  EXPECT_TRUE(has_sample(t, "ddpm_step_phase_seconds_count", {{"phase", "forward_backward"}, {"run_id", r}}, "2"));
+  EXPECT_TRUE(has_sample(t, "ddpm_step_phase_seconds_bucket", {{"le", "0.05"}, {"phase", "forward_backward"}, {"run_id", r}}, "1"));
+  EXPECT_TRUE(has_sample(t, "ddpm_step_phase_seconds_bucket", {{"le", "+Inf"}, {"phase", "forward_backward"}, {"run_id", r}}, "2"));
+  EXPECT_TRUE(has_sample(t, "ddpm_nonfinite_steps_skipped_total", {{"run_id", r}}, "1"));
+  EXPECT_TRUE(has_sample(t, "ddpm_last_checkpoint_timestamp_seconds", {{"run_id", r}}, "1700000000"));
+  EXPECT_FALSE(has_line(t, "# TYPE ddpm_exit_status gauge")) << "exit status appears only when set at exit";
   const std::regex rss("ddpm_process_resident_memory_bytes\\{run_id=\"run-1\"\\} ([0-9.e+]+)");
   std::smatch mt;
   ASSERT_TRUE(std::regex_search(t, mt, rss));
@@ -122,7 +150,9 @@ TEST(MetricsExporter, ServesGetMetricsOnAFreePortAndNothingElse) {
   EXPECT_EQ(ex.url(), "http://127.0.0.1:" + std::to_string(ex.port()) + "/metrics");
   const std::string get = http(ex.port(), "GET /metrics HTTP/1.0\r\n\r\n");
   EXPECT_NE(get.find(" 200 "), std::string::npos) << get.substr(0, 200);
-  EXPECT_NE(get.find("ddpm_steps_total{run_id=\"run-http\"} 3"), std::string::npos);
+  EXPECT_TRUE(has_sample(get, "ddpm_steps_total", {{"run_id", "run-http"}}, "3")) << get.substr(0, 300);
+  EXPECT_NE(get.find("Content-Type: text/plain; version=0.0.4"), std::string::npos);
+  EXPECT_NE(http(ex.port(), "GET /metrics HTTP/1.0\r\n\r\n").find(" 200 "), std::string::npos) << "serves repeatedly";
   for (const std::string req : {"POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n", "PUT /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
                                 "DELETE /metrics HTTP/1.0\r\n\r\n", "GET / HTTP/1.0\r\n\r\n", "GET /etc/passwd HTTP/1.0\r\n\r\n",
                                 "GET /../../etc/passwd HTTP/1.0\r\n\r\n"}) {

@@ -35,8 +35,9 @@ WarnFn stderr_warn();
 class MetricsExporter {
  public:
   // addr per --metrics-addr: "host:port", port 0 picks a free port (see port()), "none" serves
-  // nothing. Throws std::runtime_error when the address cannot be bound.
-  MetricsExporter(const std::string& addr, const Metrics& metrics);
+  // nothing. Throws std::runtime_error when the address cannot be bound. Each scrape refreshes
+  // ddpm_process_resident_memory_bytes first.
+  MetricsExporter(const std::string& addr, Metrics& metrics);
   ~MetricsExporter();
   MetricsExporter(const MetricsExporter&) = delete;
   MetricsExporter& operator=(const MetricsExporter&) = delete;
@@ -48,7 +49,7 @@ class MetricsExporter {
   void serve();
   void answer(int client);
 
-  const Metrics& metrics_;
+  Metrics& metrics_;
   std::string host_;
   int port_ = 0;
   int fd_ = -1;

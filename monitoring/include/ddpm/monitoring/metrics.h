@@ -52,6 +52,7 @@ class Metrics {
   void set_checkpoint(double unix_time_seconds, double write_seconds);
   // FID with the extractor that produced the features ("inception-v3", "torchscript:<file>", ...).
   void set_fid(const std::string& ema_rate, const std::string& extractor, std::int64_t samples, double fid);
+  // ddpm_bpd: bits/dim (promtool's lint rejects a metric name with "_bits").
   void set_bits_per_dim(const std::string& ema_rate, std::int64_t samples, double bpd);
   void set_world_size(int n);
   void set_build_info(const BuildInfo& info);
