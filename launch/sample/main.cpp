@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -65,7 +66,7 @@ SampleRequest make_request(const Args& a, const LoadedModel& m) {
   req.eta = a.eta;
   req.clip_denoised = a.clip_denoised;
   req.seed = a.seed;
-  const int64_t classes = m.unet->options().num_classes;
+  const int64_t classes = m.unet->options().num_classes.value_or(0);
   if (a.guidance && classes <= 0) {
     throw std::invalid_argument("--guidance-scale: checkpoint " + m.checkpoint +
                                 " holds an unconditional model (num_classes 0); classifier-free guidance needs a "
@@ -121,7 +122,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   const c10::Device comm_device = comm.backend() == "nccl" ? ctx.device() : c10::Device(c10::kCPU);
   std::vector<at::Tensor> all = comm.all_gather_v(mine_images.to(comm_device));
   std::vector<at::Tensor> all_labels;
-  if (m.unet->options().num_classes > 0) {
+  if (m.unet->options().num_classes.value_or(0) > 0) {
     at::Tensor l = labels.empty() ? at::empty({0}, at::kLong) : at::cat(labels, 0);
     all_labels = comm.all_gather_v(l.to(comm_device));
   }

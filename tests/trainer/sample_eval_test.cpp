@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "ddpm/data/convert.h"
@@ -70,14 +71,15 @@ TrainConfig make_run(const std::string& run_dir, const std::string& data, int64_
   c.model_overrides = Json{{"in_channels", 1}, {"out_channels", 1}, {"image_size", 8}};
   c.schedule = "cosine", c.diffusion_steps = 20, c.var_type = "learned-range", c.loss_type = "rescaled-mse";
   c.num_classes = classes, c.label_dropout = classes > 0 ? 0.1 : 0.0;
-  c.ema_rates = {0.9, 0.99}, c.global_batch = 4, c.metrics_addr = "none";
+  c.ema_rates = {0.9, 0.99}, c.global_batch = 4, c.max_steps = 7, c.metrics_addr = "none";
+  c.sample_respacing = "5";
   validate(c);
   torch::manual_seed(5);
   model::UNet net = make_unet(c);
-  {  // the zero-initialised output layer would make every output 0: give it weights
+  {  // zero-initialised layers (output, residual outputs) would hide x, t and the labels: fill them
     torch::NoGradGuard g;
     for (auto& p : net->named_parameters()) {
-      if (p.key().rfind("out.", 0) == 0) p.value().normal_(0.0, 0.05);
+      if (p.value().abs().max().item<double>() == 0.0) p.value().normal_(0.0, 0.05);
     }
   }
   TrainState s;
@@ -159,8 +161,9 @@ TEST_F(SampleEval, GuidanceFollowsTheFormula) {
     const at::Tensor got = guided_model_fn(m.unet, y, s)(x, t);
     const at::Tensor eps = uncond.slice(1, 0, 1) + s * (cond.slice(1, 0, 1) - uncond.slice(1, 0, 1));
     const std::string label = "scale " + std::to_string(s);
-    EXPECT_TRUE(ddpm::testing::tensors_near(got.slice(1, 0, 1), eps, 1e-5, 1e-6, label + " eps"));
-    EXPECT_TRUE(ddpm::testing::tensors_near(got.slice(1, 1, 2), cond.slice(1, 1, 2), 1e-5, 1e-6, label + " var"));
+    // One 2N-image forward against two N-image ones: float32 rounding only (|eps_c - eps_u| > 1e-4).
+    EXPECT_TRUE(ddpm::testing::tensors_near(got.slice(1, 0, 1), eps, 1e-4, 1e-5, label + " eps"));
+    EXPECT_TRUE(ddpm::testing::tensors_near(got.slice(1, 1, 2), cond.slice(1, 1, 2), 1e-4, 1e-5, label + " var"));
   }
   auto u = load_model(dir_ + "/uncond", "none", c10::kCPU);
   EXPECT_THROW(guided_model_fn(u.unet, y, 2.0), std::invalid_argument);
@@ -274,7 +277,8 @@ TEST_F(SampleEval, EvalBpdMatchesDirectComputation) {
     EXPECT_NEAR(vb0, want_vb0, 1e-6 * std::abs(want_vb0));
     double sum_q = prior;
     for (int q = 0; q < 4; ++q) sum_q += j["vb_q"][q].get<double>();
-    EXPECT_NEAR(sum_q, total, 1e-9 * std::abs(total)) << "quartile vb terms + prior must add up to the total";
+    // total_bpd is summed per image in float32 by calc_bpd_loop; the quartiles in float64.
+    EXPECT_NEAR(sum_q, total, 1e-6 * std::abs(total)) << "quartile vb terms + prior must add up to the total";
   }
   EXPECT_EQ(run(bin("ddpm_eval") + " --checkpoint " + dir_ + "/uncond --data " + dir_ + "/missing.h5",
                 dir_ + "/bad.txt"), 1);

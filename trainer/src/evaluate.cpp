@@ -36,15 +36,15 @@ BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& d
     for (int64_t i = first + lo; i < first + hi; ++i) idx.push_back(i);
     const at::Tensor noise = per_sample_normal(seed, idx, {T, C, H, W}).transpose(0, 1).contiguous().to(device);
     const diffusion::BpdTerms terms = diffusion.calc_bpd_loop(model_fn(unet), x, clip_denoised, std::nullopt, noise);
-    sums[0] += static_cast<double>(hi - lo);
-    sums[1] += terms.total_bpd.to(at::kDouble).sum().cpu();
-    sums[2] += terms.prior_bpd.to(at::kDouble).sum().cpu();
-    sums.slice(0, 3, 3 + T) += terms.vb.to(at::kDouble).sum(0).cpu();
-    sums.slice(0, 3 + T, 3 + 2 * T) += terms.mse.to(at::kDouble).sum(0).cpu();
-    sums.slice(0, 3 + 2 * T, 3 + 3 * T) += terms.xstart_mse.to(at::kDouble).sum(0).cpu();
+    sums[0].add_(static_cast<double>(hi - lo));
+    sums[1].add_(terms.total_bpd.to(at::kDouble).sum().cpu());
+    sums[2].add_(terms.prior_bpd.to(at::kDouble).sum().cpu());
+    sums.slice(0, 3, 3 + T).add_(terms.vb.to(at::kDouble).sum(0).cpu());
+    sums.slice(0, 3 + T, 3 + 2 * T).add_(terms.mse.to(at::kDouble).sum(0).cpu());
+    sums.slice(0, 3 + 2 * T, 3 + 3 * T).add_(terms.xstart_mse.to(at::kDouble).sum(0).cpu());
     if (progress) progress(b + 1, batches);
   }
-  at::Tensor reduced = sums.to(device);  // the communicator works on the model's device (NCCL: CUDA)
+  at::Tensor reduced = comm.backend() == "nccl" ? sums.to(device) : sums;  // NCCL reduces CUDA tensors
   comm.all_reduce(reduced, dist::ReduceOp::kSum);
   reduced = reduced.cpu();
   BpdSummary s;

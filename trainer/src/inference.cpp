@@ -116,7 +116,7 @@ LoadedModel load_model(const std::string& spec, const std::string& ema, const c1
 }
 
 diffusion::ModelFn guided_model_fn(model::UNet& unet, at::Tensor labels, double scale) {
-  const int64_t classes = unet->options().num_classes;
+  const int64_t classes = unet->options().num_classes.value_or(0);
   if (classes <= 0) {
     throw std::invalid_argument("--guidance-scale: the model is not class-conditional (num_classes = 0); "
                                 "classifier-free guidance needs a model trained with --num-classes and "
@@ -156,7 +156,7 @@ at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices,
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device) {
   torch::NoGradGuard no_grad;
-  const int64_t n = end - begin, classes = m.unet->options().num_classes;
+  const int64_t n = end - begin, classes = m.unet->options().num_classes.value_or(0);
   const std::vector<int64_t> chw = {req.channels, req.height, req.width};
   std::vector<at::Generator> gens;
   std::vector<int64_t> labels_v;
