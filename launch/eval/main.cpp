@@ -18,6 +18,7 @@
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
+#include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
 
@@ -41,7 +42,7 @@ nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedMo
   nlohmann::ordered_json j;
   j["checkpoint"] = m.checkpoint;
   j["step"] = m.step;
-  j["weights"] = m.ema_rate ? "ema_" + std::to_string(*m.ema_rate) : std::string("model");
+  j["weights"] = m.ema_rate ? "ema_" + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model");
   j["data"] = a.data;
   j["count"] = s.count;
   j["num_timesteps"] = s.num_timesteps;
@@ -74,7 +75,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   const auto [begin, end] = ddpm::trainer::rank_range(count, comm.rank(), comm.world_size());
   if (comm.rank() == 0) {
     std::cout << "ddpm_eval: " << m.checkpoint << " (step " << m.step << ", weights "
-              << (m.ema_rate ? "EMA " + std::to_string(*m.ema_rate) : std::string("model.pt")) << "), " << count
+              << (m.ema_rate ? "EMA " + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model.pt")) << "), " << count
               << " images of " << a.data << ", T = " << diffusion.num_timesteps() << ", " << comm.world_size()
               << " rank(s)" << std::endl;
   }

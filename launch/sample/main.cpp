@@ -18,6 +18,7 @@
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
+#include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
 #include "ddpm/trainer/npz.h"
@@ -97,7 +98,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   const auto [begin, end] = ddpm::trainer::rank_range(a.num_samples, comm.rank(), comm.world_size());
   if (comm.rank() == 0) {
     std::cout << "ddpm_sample: " << m.checkpoint << " (step " << m.step << ", weights "
-              << (m.ema_rate ? "EMA " + std::to_string(*m.ema_rate) : std::string("model.pt")) << "), "
+              << (m.ema_rate ? "EMA " + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model.pt")) << "), "
               << a.num_samples << " samples of " << req.channels << "x" << req.height << "x" << req.width << ", "
               << diffusion.num_timesteps() << " steps (" << (a.respacing.empty() ? "all" : a.respacing) << "), "
               << comm.world_size() << " rank(s)" << std::endl;
