@@ -1,0 +1,72 @@
+// ddpm_train: trains a diffusion model on an HDF5 dataset, one process per rank under mpirun or
+// srun (a plain run is one rank). Exit status: 0 the run reached its bound; 75 stopped by
+// SIGTERM/SIGUSR1 after writing a checkpoint (requeue: the same command resumes); 1 an error.
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include "ddpm/dist/check.h"
+#include "ddpm/dist/communicator.h"
+#include "ddpm/dist/context.h"
+#include "ddpm/trainer/config.h"
+#include "ddpm/trainer/signals.h"
+#include "ddpm/trainer/train_loop.h"
+
+namespace {
+
+const char* kExitCodes =
+    "\nExit status:\n"
+    "  0   the run reached --max-steps / --max-images (final checkpoint written)\n"
+    "  75  stopped by SIGTERM or SIGUSR1 after a checkpoint (EX_TEMPFAIL): requeue the job and run\n"
+    "      the same command; --resume auto continues from the checkpoint\n"
+    "  1   an error (printed as \"rank R on HOST: error: ...\"; the whole job is aborted)\n";
+
+// Ranks sharing a host share its cores: one intra-op pool per rank of cores / local ranks,
+// unless the user set OMP_NUM_THREADS.
+void set_threads(const ddpm::dist::Context& ctx) {
+  if (std::getenv("OMP_NUM_THREADS")) return;
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  at::set_num_threads(std::max(1, cores / std::max(1, ctx.local_size)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ddpm::dist::MpiRuntime mpi(&argc, &argv);
+  const ddpm::dist::Context& ctx = mpi.context();
+  std::unique_ptr<ddpm::dist::Communicator> comm;
+  try {
+    const ddpm::trainer::CliResult cli = ddpm::trainer::parse_train_args(argc, argv);
+    if (!cli.config) {
+      if (ctx.rank == 0) std::cout << cli.help << kExitCodes;
+      return 0;
+    }
+    const ddpm::trainer::TrainConfig& config = *cli.config;
+    set_threads(ctx);
+    comm = ddpm::dist::make_communicator(ctx);
+    if (ctx.rank == 0) {
+      std::cout << "ddpm_train " << DDPM_VERSION << " (torch " << DDPM_TORCH_VERSION << "), " << ctx.world_size
+                << " rank(s), backend " << comm->backend() << ", " << at::get_num_threads()
+                << " thread(s) per rank, device " << ctx.device() << "\nconfiguration:\n"
+                << ddpm::trainer::to_json(config).dump(2) << std::endl;
+    }
+    const ddpm::trainer::TrainOutcome out = ddpm::trainer::train(config, *comm, ctx.device());
+    if (ctx.rank == 0) {
+      std::cout << (out.exit_code == 0 ? "done" : "stopped") << " at step " << out.step << " ("
+                << out.images_seen << " images); checkpoint " << out.checkpoint << "; exit status "
+                << out.exit_code << std::endl;
+    }
+    comm.reset();
+    return out.exit_code;
+  } catch (const std::exception& e) {
+    const std::string why = "rank " + std::to_string(ctx.rank) + " on " + ctx.host + ": error: " + e.what();
+    if (ctx.world_size == 1) {
+      std::cerr << why << std::endl;
+      return 1;
+    }
+    ddpm::dist::abort_job(why, comm.get(), 1);  // ends every rank: no peer waits forever
+  }
+}

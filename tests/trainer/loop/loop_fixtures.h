@@ -1,0 +1,27 @@
+// Shared pieces of the training-loop tests: a tiny labelled HDF5 dataset written with the data
+// writer, a tiny-U-Net TrainConfig (8x8 grey images, a few diffusion steps) and checkpoint
+// comparisons that print the worst difference.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "ddpm/model/tensor_dict.h"
+#include "ddpm/trainer/config.h"
+
+namespace ddpm::trainer::testing {
+
+// N images (N, 8, 8, 1) uint8 with labels 0..classes-1: class k is a bright bar in row 2k (and
+// 2k+1) over a dim, seeded noisy background, so the data has structure a model can learn.
+void write_tiny_dataset(const std::string& path, int64_t n = 64, int64_t classes = 4, uint64_t seed = 7);
+
+// The tiny U-Net preset, 1 channel, cosine schedule with `diffusion_steps`, global batch 16,
+// log every step, no metrics server, checkpoints only at the end unless save_every is set.
+TrainConfig tiny_config(const std::string& data, const std::string& run_dir, int64_t max_steps);
+
+// Bit-for-bit equality of two tensor dicts (names, order, dtypes, values); prints
+// "[maxdiff] label: ..." with the largest absolute difference found.
+::testing::AssertionResult dicts_identical(const model::TensorDict& a, const model::TensorDict& b,
+                                         const std::string& label);
+
+}  // namespace ddpm::trainer::testing
