@@ -1,0 +1,105 @@
+// Sampling and evaluation from a checkpoint (ddpm_sample, ddpm_eval): the model with raw or EMA
+// weights and its config, classifier-free guidance as a ModelFn, noise drawn per global sample
+// index (results do not depend on the rank count or batch size split), and a distributed
+// bits/dim evaluation returning terms already reduced over ranks. Not the training loop.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ddpm/model/diffusion/gaussian_diffusion.h"
+#include "ddpm/model/unet/unet.h"
+#include "ddpm/trainer/config.h"
+
+namespace ddpm::dist {
+class Communicator;
+}
+
+namespace ddpm::trainer {
+
+// A checkpoint's network, ready for inference (eval mode, no gradients needed).
+struct LoadedModel {
+  TrainConfig config;                 // the run's resolved config (state.json)
+  model::UNet unet{nullptr};
+  std::string checkpoint;             // the folder loaded
+  int64_t step = 0;
+  std::optional<double> ema_rate;     // the EMA whose weights were loaded; empty = model.pt
+  std::vector<double> available_ema_rates;
+};
+
+// spec: a checkpoint folder (holding MANIFEST.json) or a run dir (its newest checkpoint that
+// verifies). ema: "" = the checkpoint's first EMA rate (model.pt when it has none), "none" =
+// model.pt, else a rate ("0.9999") that must be in the checkpoint. Throws CheckpointError /
+// std::invalid_argument naming --checkpoint or --ema, what was found and the available rates.
+LoadedModel load_model(const std::string& spec, const std::string& ema, const c10::Device& device);
+
+// Classifier-free guidance: with eps_c = net(x, t, labels) and eps_u = net(x, t, null label),
+// the first `channels` output channels become eps_u + scale (eps_c - eps_u); the remaining
+// (learned variance) channels are the conditional output's. One forward pass of 2N images.
+// Throws std::invalid_argument when the network is not class-conditional.
+diffusion::ModelFn guided_model_fn(model::UNet& unet, at::Tensor labels, double scale);
+
+// Standard normal values of `shape` from a CPU generator seeded by (seed, index): the same
+// numbers for a sample whatever rank or batch it lands in. (len(indices), *shape) float32.
+at::Generator sample_generator(uint64_t seed, int64_t index);
+at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices, at::IntArrayRef shape);
+
+struct SampleRequest {
+  int64_t channels = 1, height = 8, width = 8;
+  std::string respacing;      // "" = every step; "N", "a,b,c" or "ddimN"
+  double eta = 0.0;           // DDIM only
+  bool clip_denoised = true;
+  uint64_t seed = 0;
+  double guidance_scale = 1.0;  // used only with guidance
+  bool guidance = false;        // classifier-free guidance (class-conditional models)
+  int64_t class_label = -1;     // >= 0 a fixed class; -1 = random per sample (from seed, index)
+};
+
+// Samples with global indices [begin, end) as one batch: x_T and every step's noise from each
+// index's own generator (sample_generator(seed, index): label first, then x_T, then one draw per
+// step). Returns images float (n, C, H, W) in [-1, 1] and labels int64 (n) (undefined for
+// unconditional models).
+struct SampleBatch {
+  at::Tensor images, labels;
+};
+SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
+                           int64_t begin, int64_t end, const c10::Device& device);
+
+// improved-diffusion's conversion: ((x + 1) * 127.5).clamp(0, 255) truncated to uint8, NCHW ->
+// NHWC. (N, C, H, W) float -> (N, H, W, C) uint8.
+at::Tensor to_uint8_nhwc(const at::Tensor& images);
+
+// Contiguous share of `count` items for a rank: [count * r / W, count * (r + 1) / W).
+std::pair<int64_t, int64_t> rank_range(int64_t count, int rank, int world_size);
+
+// Bits/dim over a set of images, summed over every rank's share.
+struct BpdSummary {
+  int64_t count = 0;           // images evaluated
+  int64_t num_timesteps = 0;   // T
+  double total_bpd = 0.0;      // mean over images of the full bound (vb summed over t + prior)
+  double prior_bpd = 0.0;      // mean over images of KL(q(x_T | x_0) || N(0, I))
+  std::vector<double> vb, mse, xstart_mse;  // (T) means over images, indexed by t
+  // Quartiles of t (q = floor(4 t / T)): vb summed over the quartile's t (they add up to
+  // total - prior) and mse / xstart_mse averaged over them.
+  double vb_q[4] = {0, 0, 0, 0}, mse_q[4] = {0, 0, 0, 0}, xstart_mse_q[4] = {0, 0, 0, 0};
+};
+
+// images uint8 (N, H, W, C) of this rank's share with their global indices [first, first + N),
+// evaluated in batches of batch_size by calc_bpd_loop with per-index noise (seed, index) of
+// shape (T, C, H, W); the sums are all-reduced over `comm`, so every rank returns the same.
+// `progress(done, total)` is called after each batch on this rank.
+BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& diffusion, const at::Tensor& images,
+                        int64_t first, int64_t batch_size, bool clip_denoised, uint64_t seed,
+                        dist::Communicator& comm, const c10::Device& device,
+                        const std::function<void(int64_t done, int64_t total)>& progress = {});
+
+// uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1] (x / 127.5 - 1).
+at::Tensor to_model_input(const at::Tensor& images_u8);
+
+}  // namespace ddpm::trainer

@@ -1,0 +1,76 @@
+// Distributed bits/dim: each rank runs calc_bpd_loop over its share in batches with noise per
+// global image index, then the per-image sums are all-reduced in float64; see inference.h.
+#include <torch/torch.h>
+
+#include "ddpm/dist/communicator.h"
+#include "ddpm/trainer/factory.h"
+#include "ddpm/trainer/inference.h"
+
+namespace ddpm::trainer {
+
+namespace {
+
+std::vector<double> to_vector(const at::Tensor& t) {
+  const at::Tensor c = t.to(at::kDouble).contiguous().cpu();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+}  // namespace
+
+BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& diffusion, const at::Tensor& images,
+                        int64_t first, int64_t batch_size, bool clip_denoised, uint64_t seed,
+                        dist::Communicator& comm, const c10::Device& device,
+                        const std::function<void(int64_t, int64_t)>& progress) {
+  TORCH_CHECK(images.dim() == 4 && images.scalar_type() == at::kByte, "evaluate_bpd: images must be uint8 (N, H, W, C)");
+  TORCH_CHECK(batch_size > 0, "evaluate_bpd: batch_size must be > 0");
+  torch::NoGradGuard no_grad;
+  const int64_t T = diffusion.num_timesteps(), n = images.size(0);
+  const int64_t C = images.size(3), H = images.size(1), W = images.size(2);
+  // Sums over this rank's images: [count, total, prior, vb (T), mse (T), xstart_mse (T)], float64.
+  at::Tensor sums = at::zeros({3 + 3 * T}, at::kDouble);
+  const int64_t batches = (n + batch_size - 1) / batch_size;
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t lo = b * batch_size, hi = std::min(n, lo + batch_size);
+    const at::Tensor x = to_model_input(images.slice(0, lo, hi)).to(device);  // (B, C, H, W)
+    std::vector<int64_t> idx;
+    for (int64_t i = first + lo; i < first + hi; ++i) idx.push_back(i);
+    const at::Tensor noise = per_sample_normal(seed, idx, {T, C, H, W}).transpose(0, 1).contiguous().to(device);
+    const diffusion::BpdTerms terms = diffusion.calc_bpd_loop(model_fn(unet), x, clip_denoised, std::nullopt, noise);
+    sums[0].add_(static_cast<double>(hi - lo));
+    sums[1].add_(terms.total_bpd.to(at::kDouble).sum().cpu());
+    sums[2].add_(terms.prior_bpd.to(at::kDouble).sum().cpu());
+    sums.slice(0, 3, 3 + T).add_(terms.vb.to(at::kDouble).sum(0).cpu());
+    sums.slice(0, 3 + T, 3 + 2 * T).add_(terms.mse.to(at::kDouble).sum(0).cpu());
+    sums.slice(0, 3 + 2 * T, 3 + 3 * T).add_(terms.xstart_mse.to(at::kDouble).sum(0).cpu());
+    if (progress) progress(b + 1, batches);
+  }
+  at::Tensor reduced = comm.backend() == "nccl" ? sums.to(device) : sums;  // NCCL reduces CUDA tensors
+  comm.all_reduce(reduced, dist::ReduceOp::kSum);
+  reduced = reduced.cpu();
+  BpdSummary s;
+  s.num_timesteps = T;
+  s.count = static_cast<int64_t>(reduced[0].item<double>() + 0.5);
+  TORCH_CHECK(s.count > 0, "evaluate_bpd: no images on any rank");
+  const at::Tensor mean = reduced / static_cast<double>(s.count);
+  s.total_bpd = mean[1].item<double>();
+  s.prior_bpd = mean[2].item<double>();
+  s.vb = to_vector(mean.slice(0, 3, 3 + T));
+  s.mse = to_vector(mean.slice(0, 3 + T, 3 + 2 * T));
+  s.xstart_mse = to_vector(mean.slice(0, 3 + 2 * T, 3 + 3 * T));
+  int64_t in_q[4] = {0, 0, 0, 0};
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t q = 4 * t / T;
+    ++in_q[q];
+    s.vb_q[q] += s.vb[t];
+    s.mse_q[q] += s.mse[t];
+    s.xstart_mse_q[q] += s.xstart_mse[t];
+  }
+  for (int q = 0; q < 4; ++q) {
+    if (in_q[q] == 0) continue;
+    s.mse_q[q] /= static_cast<double>(in_q[q]);
+    s.xstart_mse_q[q] /= static_cast<double>(in_q[q]);
+  }
+  return s;
+}
+
+}  // namespace ddpm::trainer

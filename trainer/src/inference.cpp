@@ -1,0 +1,207 @@
+// Loading a checkpoint's model for inference, classifier-free guidance and sampling with noise
+// per global sample index; see ddpm/trainer/inference.h.
+#include "ddpm/trainer/inference.h"
+
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+#include "ddpm/model/unet/state_dict.h"
+#include "ddpm/trainer/checkpoint.h"
+#include "ddpm/trainer/ema.h"
+#include "ddpm/trainer/factory.h"
+
+namespace ddpm::trainer {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string rates_text(const std::vector<double>& rates) {
+  if (rates.empty()) return "none (the checkpoint has no EMA; use --ema none)";
+  std::string s;
+  for (double r : rates) s += (s.empty() ? "" : ", ") + EmaSet::rate_name(r);
+  return s;
+}
+
+// The checkpoint folder a --checkpoint spec names, loaded and verified.
+std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec) {
+  if (spec.empty() || !fs::exists(spec)) {
+    throw CheckpointError("--checkpoint " + spec + ": no such run directory or checkpoint folder; give RUN_DIR or "
+                          "RUN_DIR/checkpoints/<step>");
+  }
+  try {
+    if (fs::exists(fs::path(spec) / "MANIFEST.json")) return {load_checkpoint(spec), spec};
+    if (!fs::is_directory(fs::path(spec) / "checkpoints")) {
+      throw CheckpointError(spec + " holds neither MANIFEST.json (a checkpoint folder) nor checkpoints/ (a run dir)");
+    }
+    CheckpointStore::Resumed r = CheckpointStore(spec).resume("auto");
+    if (!r.state) throw CheckpointError(spec + "/checkpoints holds no checkpoint yet");
+    return {std::move(*r.state), r.path};
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(std::string("--checkpoint ") + spec + ": " + e.what());
+  }
+}
+
+// model.pt with the parameters of `ema` swapped in (EMAs hold parameters only, by name).
+model::TensorDict merge_ema(model::TensorDict weights, const model::TensorDict& ema, const std::string& source) {
+  std::map<std::string, size_t> at_index;
+  for (size_t i = 0; i < weights.size(); ++i) at_index[weights[i].first] = i;
+  for (const auto& [name, t] : ema) {
+    const auto it = at_index.find(name);
+    if (it == at_index.end()) throw std::runtime_error(source + ": EMA tensor '" + name + "' is not in model.pt");
+    weights[it->second].second = t;
+  }
+  return weights;
+}
+
+at::Tensor stack_or_empty(std::vector<at::Tensor> parts, at::IntArrayRef shape, at::ScalarType dtype) {
+  if (!parts.empty()) return at::stack(parts, 0);
+  std::vector<int64_t> s = {0};
+  s.insert(s.end(), shape.begin(), shape.end());
+  return at::empty(s, at::TensorOptions().dtype(dtype));
+}
+
+}  // namespace
+
+LoadedModel load_model(const std::string& spec, const std::string& ema, const c10::Device& device) {
+  auto [state, path] = resolve_checkpoint(spec);
+  LoadedModel m;
+  m.checkpoint = path;
+  m.step = state.step;
+  m.config = config_from_json(state.config, path + "/state.json (config)");
+  for (const auto& [rate, dict] : state.emas) m.available_ema_rates.push_back(rate);
+  model::TensorDict weights = std::move(state.model);
+  std::string source = path + "/model.pt";
+  if (ema != "none" && !(ema.empty() && state.emas.empty())) {
+    const model::TensorDict* chosen = nullptr;
+    if (ema.empty()) {
+      chosen = &state.emas.front().second;
+      m.ema_rate = state.emas.front().first;
+    } else {
+      double rate = 0.0;
+      try {
+        size_t used = 0;
+        rate = std::stod(ema, &used);
+        if (used != ema.size()) throw std::invalid_argument(ema);
+      } catch (const std::exception&) {
+        throw std::invalid_argument("--ema " + ema + ": not a number; give one of the checkpoint's rates (" +
+                                    rates_text(m.available_ema_rates) + ") or none");
+      }
+      for (const auto& [r, dict] : state.emas) {
+        if (std::abs(r - rate) <= 1e-12 * std::max(1.0, std::abs(r)) || EmaSet::rate_name(r) == ema) {
+          chosen = &dict;
+          m.ema_rate = r;
+        }
+      }
+      if (!chosen) {
+        throw std::invalid_argument("--ema " + ema + ": checkpoint " + path + " has no EMA of that rate; available: " +
+                                    rates_text(m.available_ema_rates) + ", or none for the raw weights");
+      }
+    }
+    source = path + "/" + ema_file_name(*m.ema_rate);
+    weights = merge_ema(std::move(weights), *chosen, source);
+  }
+  m.unet = make_unet(m.config);
+  model::load_unet_state_dict(m.unet, std::move(weights), source);
+  m.unet->to(device);
+  m.unet->eval();
+  return m;
+}
+
+diffusion::ModelFn guided_model_fn(model::UNet& unet, at::Tensor labels, double scale) {
+  const int64_t classes = unet->options().num_classes.value_or(0);
+  if (classes <= 0) {
+    throw std::invalid_argument("--guidance-scale: the model is not class-conditional (num_classes = 0); "
+                                "classifier-free guidance needs a model trained with --num-classes and "
+                                "--label-dropout; drop --guidance-scale");
+  }
+  TORCH_CHECK(labels.defined() && labels.dim() == 1, "guided_model_fn: labels must be (N) int64");
+  const int64_t channels = unet->options().in_channels;
+  return [&unet, labels, scale, classes, channels](const at::Tensor& x_t, const at::Tensor& t) {
+    const int64_t n = x_t.size(0);
+    const at::Tensor y = labels.to(x_t.device(), at::kLong);
+    const at::Tensor y_null = at::full_like(y, classes);
+    const at::Tensor out = unet->forward(at::cat({x_t, x_t}, 0), at::cat({t, t}, 0), at::cat({y, y_null}, 0));
+    const at::Tensor cond = out.slice(0, 0, n), uncond = out.slice(0, n, 2 * n);  // (N, C or 2C, H, W)
+    const at::Tensor eps_c = cond.slice(1, 0, channels), eps_u = uncond.slice(1, 0, channels);
+    const at::Tensor eps = eps_u + scale * (eps_c - eps_u);
+    return cond.size(1) > channels ? at::cat({eps, cond.slice(1, channels)}, 1) : eps;
+  };
+}
+
+at::Generator sample_generator(uint64_t seed, int64_t index) {
+  // splitmix64 of (seed, index): distinct, well-mixed seeds for neighbouring indices.
+  uint64_t z = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(index) + 0x632BE59BD9B4E019ULL;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return at::make_generator<at::CPUGeneratorImpl>(z ^ (z >> 31));
+}
+
+at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices, at::IntArrayRef shape) {
+  std::vector<at::Tensor> parts;
+  for (int64_t i : indices) {
+    at::Generator g = sample_generator(seed, i);
+    parts.push_back(at::randn(shape, g, at::kFloat));
+  }
+  return stack_or_empty(std::move(parts), shape, at::kFloat);
+}
+
+SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
+                           int64_t begin, int64_t end, const c10::Device& device) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = end - begin, classes = m.unet->options().num_classes.value_or(0);
+  const std::vector<int64_t> chw = {req.channels, req.height, req.width};
+  std::vector<at::Generator> gens;
+  std::vector<int64_t> labels_v;
+  for (int64_t i = begin; i < end; ++i) {
+    gens.push_back(sample_generator(req.seed, i));
+    if (classes > 0) {  // the label draw comes first, so it is there whichever class option is used
+      const int64_t drawn = at::randint(classes, {1}, gens.back(), at::kLong).item<int64_t>();
+      labels_v.push_back(req.class_label >= 0 ? req.class_label : drawn);
+    }
+  }
+  const auto draw = [&] {  // (n, C, H, W) on device, one draw from each sample's generator
+    std::vector<at::Tensor> parts;
+    for (auto& g : gens) parts.push_back(at::randn(chw, g, at::kFloat));
+    return stack_or_empty(std::move(parts), chw, at::kFloat).to(device);
+  };
+  SampleBatch out;
+  if (classes > 0) out.labels = at::tensor(labels_v, at::kLong);
+  if (n == 0) {
+    out.images = at::empty({0, req.channels, req.height, req.width}, at::kFloat);
+    return out;
+  }
+  const at::Tensor y = out.labels.defined() ? out.labels.to(device) : at::Tensor();
+  const diffusion::ModelFn fn = req.guidance ? guided_model_fn(m.unet, y, req.guidance_scale) : model_fn(m.unet, y);
+  const bool ddim = uses_ddim(req.respacing);
+  at::Tensor x = draw();  // x_T, (n, C, H, W)
+  for (int64_t i = diffusion.num_timesteps() - 1; i >= 0; --i) {
+    const at::Tensor t = at::full({n}, i, at::TensorOptions().dtype(at::kLong).device(device));
+    const at::Tensor noise = draw();
+    x = ddim ? diffusion.ddim_sample(fn, x, t, req.clip_denoised, req.eta, std::nullopt, noise).sample
+             : diffusion.p_sample(fn, x, t, req.clip_denoised, std::nullopt, noise).sample;
+  }
+  out.images = x.cpu();
+  return out;
+}
+
+at::Tensor to_uint8_nhwc(const at::Tensor& images) {
+  return ((images.to(at::kFloat) + 1) * 127.5).clamp(0, 255).to(at::kByte).permute({0, 2, 3, 1}).contiguous();
+}
+
+std::pair<int64_t, int64_t> rank_range(int64_t count, int rank, int world_size) {
+  return {count * rank / world_size, count * (rank + 1) / world_size};
+}
+
+at::Tensor to_model_input(const at::Tensor& images_u8) {
+  return images_u8.permute({0, 3, 1, 2}).to(at::kFloat).div(127.5).sub(1.0).contiguous();  // (N, C, H, W)
+}
+
+}  // namespace ddpm::trainer
