@@ -57,6 +57,9 @@ DomainNetImpl::DomainNetImpl(const DomainNetOptions& o) : options_(o) {
   conv1 = register_module("conv1", conv3x3(o.in_channels, o.width));
   conv2 = register_module("conv2", conv3x3(o.width, 2 * o.width));
   conv3 = register_module("conv3", conv3x3(2 * o.width, 4 * o.width));
+  bn1 = register_module("bn1", torch::nn::BatchNorm2d(o.width));
+  bn2 = register_module("bn2", torch::nn::BatchNorm2d(2 * o.width));
+  bn3 = register_module("bn3", torch::nn::BatchNorm2d(4 * o.width));
   fc = register_module("fc", torch::nn::Linear(64 * o.width, o.feature_dim));
   head = register_module("head", torch::nn::Linear(o.feature_dim, o.num_classes));
 }
@@ -65,9 +68,9 @@ at::Tensor DomainNetImpl::features(const at::Tensor& x) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == options_.in_channels && x.size(2) >= 16 && x.size(3) >= 16,
               "DomainNet: expected x (N, ", options_.in_channels, ", H >= 16, W >= 16), got ", x.sizes());
   at::Tensor h = x * 2 - 1;                                   // (N, C, H, W) in [-1, 1]
-  h = at::max_pool2d(at::relu(conv1(h)), {2, 2});             // (N, w, H/2, W/2)
-  h = at::max_pool2d(at::relu(conv2(h)), {2, 2});             // (N, 2w, H/4, W/4)
-  h = at::adaptive_avg_pool2d(at::relu(conv3(h)), {4, 4});    // (N, 4w, 4, 4)
+  h = at::max_pool2d(at::relu(bn1(conv1(h))), {2, 2});             // (N, w, H/2, W/2)
+  h = at::max_pool2d(at::relu(bn2(conv2(h))), {2, 2});             // (N, 2w, H/4, W/4)
+  h = at::adaptive_avg_pool2d(at::relu(bn3(conv3(h))), {4, 4});    // (N, 4w, 4, 4)
   return at::relu(fc(h.flatten(1)));                          // (N, D)
 }
 
@@ -76,6 +79,7 @@ at::Tensor DomainNetImpl::forward(const at::Tensor& x) { return head(features(x)
 void save_domain_net(const std::string& path, DomainNetImpl& net, double test_accuracy) {
   ops::TensorDict d;
   for (const auto& p : net.named_parameters()) d.emplace_back(p.key(), p.value().detach().to(at::kCPU));
+  for (const auto& b : net.named_buffers()) d.emplace_back(b.key(), b.value().to(at::kCPU));
   const DomainNetOptions& o = net.options();
   for (auto [k, v] : {std::pair<const char*, int64_t>{"in_channels", o.in_channels}, {"num_classes", o.num_classes},
                       {"width", o.width}, {"feature_dim", o.feature_dim}}) {
@@ -103,10 +107,12 @@ DomainNet load_domain_net(const std::string& path, double* test_accuracy) {
   o.feature_dim = option_from(d, path, "feature_dim");
   DomainNet net(o);
   at::NoGradGuard no_grad;
-  for (auto& p : net->named_parameters()) {
+  auto tensors = net->named_parameters();
+  for (const auto& b : net->named_buffers()) tensors.insert(b.key(), b.value());
+  for (auto& p : tensors) {
     auto it = d.find(p.key());
     if (it == d.end() || !it->second.sizes().equals(p.value().sizes())) {
-      throw std::runtime_error(path + ": parameter '" + p.key() + "' " +
+      throw std::runtime_error(path + ": tensor '" + p.key() + "' " +
                                (it == d.end() ? std::string("is missing") : "has the wrong shape") +
                                "; expected shape " + c10::str(p.value().sizes()) + " from the stored options");
     }

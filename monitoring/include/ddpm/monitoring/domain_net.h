@@ -6,6 +6,7 @@
 #include <c10/core/Device.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
@@ -25,8 +26,8 @@ struct DomainNetOptions {
   int64_t feature_dim = 128; // D, the FID features (penultimate layer)
 };
 
-// x (N, C, H, W) in [0, 1], H, W >= 16 -> 2x - 1 -> conv3x3(w) ReLU maxpool2 -> conv3x3(2w) ReLU
-// maxpool2 -> conv3x3(4w) ReLU -> adaptive average pool to 4x4 (any H, W) -> flatten (N, 64w)
+// x (N, C, H, W) in [0, 1], H, W >= 16 -> 2x - 1 -> conv3x3(w) BN ReLU maxpool2 -> conv3x3(2w) BN
+// ReLU maxpool2 -> conv3x3(4w) BN ReLU -> adaptive average pool to 4x4 (any H, W) -> flatten (N, 64w)
 // -> linear(D) ReLU = features (N, D) -> linear(num_classes) = logits.
 class DomainNetImpl : public torch::nn::Module {
  public:
@@ -38,12 +39,14 @@ class DomainNetImpl : public torch::nn::Module {
  private:
   DomainNetOptions options_;
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Linear fc{nullptr}, head{nullptr};
 };
 TORCH_MODULE(DomainNet);
 
 // File format: a torch.save dict of tensors (ops::save_tensor_dict, Python's torch.load reads
-// it): the parameters by name ("conv1.weight", ..., "head.bias") plus the options as int64
+// it): the parameters and BatchNorm buffers by name ("conv1.weight", "bn1.running_mean", ...,
+// "head.bias") plus the options as int64
 // scalars "options.in_channels", "options.num_classes", "options.width", "options.feature_dim",
 // and, when given, "meta.test_accuracy" (float64 scalar). Written to "<path>.tmp-<pid>" and
 // renamed, so a reader never sees half a file.
