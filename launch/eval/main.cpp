@@ -12,12 +12,12 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
-#include <thread>
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
+#include "ddpm/dist/rank_main.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
@@ -30,12 +30,6 @@ struct Args {
   bool clip_denoised = true;
   uint64_t seed = 0;
 };
-
-void set_threads(const ddpm::dist::Context& ctx) {
-  if (std::getenv("OMP_NUM_THREADS")) return;
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(std::max(1, cores / std::max(1, ctx.local_size)));
-}
 
 nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedModel& m,
                                     const ddpm::trainer::BpdSummary& s, double seconds, int ranks) {
@@ -110,7 +104,6 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
 int main(int argc, char** argv) {
   ddpm::dist::MpiRuntime mpi(&argc, &argv);
   const ddpm::dist::Context& ctx = mpi.context();
-  std::unique_ptr<ddpm::dist::Communicator> comm;
   Args a;
   CLI::App app{"ddpm_eval: bits/dim of a ddpm checkpoint on a test HDF5 set (full T-step bound)"};
   app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder")->required();
@@ -127,18 +120,11 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return ctx.rank == 0 ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
   }
-  try {
-    set_threads(ctx);
+  return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {
+    ddpm::dist::set_threads_per_rank(ctx);
     comm = ddpm::dist::make_communicator(ctx);
     const int rc = run(a, *comm, ctx);
     comm.reset();
     return rc;
-  } catch (const std::exception& e) {
-    const std::string why = "rank " + std::to_string(ctx.rank) + " on " + ctx.host + ": error: " + e.what();
-    if (ctx.world_size == 1) {
-      std::cerr << why << std::endl;
-      return 1;
-    }
-    ddpm::dist::abort_job(why, comm.get(), 1);
-  }
+  });
 }

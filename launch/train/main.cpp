@@ -6,11 +6,11 @@
 #include <cstdlib>
 #include <iostream>
 #include <memory>
-#include <thread>
 
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
+#include "ddpm/dist/rank_main.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/signals.h"
 #include "ddpm/trainer/train_loop.h"
@@ -24,28 +24,19 @@ const char* kExitCodes =
     "      the same command; --resume auto continues from the checkpoint\n"
     "  1   an error (printed as \"rank R on HOST: error: ...\"; the whole job is aborted)\n";
 
-// Ranks sharing a host share its cores: one intra-op pool per rank of cores / local ranks,
-// unless the user set OMP_NUM_THREADS.
-void set_threads(const ddpm::dist::Context& ctx) {
-  if (std::getenv("OMP_NUM_THREADS")) return;
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(std::max(1, cores / std::max(1, ctx.local_size)));
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   ddpm::dist::MpiRuntime mpi(&argc, &argv);
   const ddpm::dist::Context& ctx = mpi.context();
-  std::unique_ptr<ddpm::dist::Communicator> comm;
-  try {
+  return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {
     const ddpm::trainer::CliResult cli = ddpm::trainer::parse_train_args(argc, argv);
     if (!cli.config) {
       if (ctx.rank == 0) std::cout << cli.help << kExitCodes;
       return 0;
     }
     const ddpm::trainer::TrainConfig& config = *cli.config;
-    set_threads(ctx);
+    ddpm::dist::set_threads_per_rank(ctx);
     comm = ddpm::dist::make_communicator(ctx);
     if (ctx.rank == 0) {
       std::cout << "ddpm_train " << DDPM_VERSION << " (torch " << DDPM_TORCH_VERSION << "), " << ctx.world_size
@@ -61,12 +52,5 @@ int main(int argc, char** argv) {
     }
     comm.reset();
     return out.exit_code;
-  } catch (const std::exception& e) {
-    const std::string why = "rank " + std::to_string(ctx.rank) + " on " + ctx.host + ": error: " + e.what();
-    if (ctx.world_size == 1) {
-      std::cerr << why << std::endl;
-      return 1;
-    }
-    ddpm::dist::abort_job(why, comm.get(), 1);  // ends every rank: no peer waits forever
-  }
+  });
 }
