@@ -65,15 +65,18 @@ function(ddpm_add_test name)
   add_executable(test_${name} ${A_SOURCES})
   target_link_libraries(test_${name} PRIVATE ddpm_options ddpm_testing GTest::gtest ${A_LIBS})
   _ddpm_use_pch(test_${name})
+  # Every test gets the root-safe, container-safe OpenMPI settings: some start mpirun themselves.
   set(_env OMP_NUM_THREADS=1 DDPM_SOURCE_DIR=${PROJECT_SOURCE_DIR} DDPM_BINARY_DIR=${PROJECT_BINARY_DIR}
-      DDPM_PYTHON=${DDPM_PYTHON} ${A_ENV})
+      DDPM_PYTHON=${DDPM_PYTHON} OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+      OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_pml=ob1
+      OMPI_MCA_mca_base_component_show_load_errors=0 ${A_ENV})
   if(A_MPI_NP)
     foreach(np IN LISTS A_MPI_NP)
       add_test(NAME ${name}_np${np}
                COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} --oversubscribe
                        $<TARGET_FILE:test_${name}>)
       set_tests_properties(${name}_np${np} PROPERTIES LABELS "mpi;${A_LABELS}" TIMEOUT ${A_TIMEOUT}
-        PROCESSORS 2 ENVIRONMENT "${_env};OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_btl=self,vader,tcp;OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_pml=ob1;OMPI_MCA_mca_base_component_show_load_errors=0")
+        PROCESSORS 2 ENVIRONMENT "${_env}")
       if(A_FIXTURES)
         set_tests_properties(${name}_np${np} PROPERTIES FIXTURES_REQUIRED "${A_FIXTURES}")
       endif()
