@@ -103,13 +103,13 @@ void Trainer::build() {
   ro.seed = static_cast<uint64_t>(config_.seed);
   reader_ = std::make_unique<data::ShardedReader>(config_.data, ro);
 
-  std::vector<at::Tensor> tensors;
-  for (const auto& [name, p] : params_) tensors.push_back(p);
-  optimizer_ = std::make_unique<torch::optim::AdamW>(
-      tensors, torch::optim::AdamWOptions(config_.lr)
-                   .betas({config_.adam_beta1, config_.adam_beta2})
-                   .eps(config_.adam_eps)
-                   .weight_decay(config_.weight_decay));
+  AdamWOptions adam;
+  adam.lr = config_.lr;
+  adam.beta1 = config_.adam_beta1;
+  adam.beta2 = config_.adam_beta2;
+  adam.eps = config_.adam_eps;
+  adam.weight_decay = config_.weight_decay;
+  optimizer_ = std::make_unique<FusedAdamW>(params_, adam);
   reducer_ = std::make_unique<dist::GradientReducer>(comm_, params_);
   store_ = std::make_unique<CheckpointStore>(config_.run_dir, RetentionPolicy{config_.keep_last, config_.keep_every});
 }
@@ -265,9 +265,7 @@ bool Trainer::optimize() {
     return false;
   }
   lr_ = learning_rate(lr_schedule_, step_);
-  for (auto& group : optimizer_->param_groups()) {
-    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr_);
-  }
+  optimizer_->set_lr(lr_);
   optimizer_->step();
   ++step_;
   return true;

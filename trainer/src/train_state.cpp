@@ -104,42 +104,10 @@ void Trainer::restore(const TrainState& s, const std::string& path) {
 
 // --- optimizer state ----------------------------------------------------------------------------
 
-model::TensorDict Trainer::optimizer_state() const {
-  model::TensorDict out;
-  auto& state = optimizer_->state();
-  for (const auto& [name, p] : params_) {
-    auto it = state.find(p.unsafeGetTensorImpl());
-    if (it == state.end()) continue;  // no step taken yet
-    const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-    out.emplace_back(name + "/exp_avg", st.exp_avg());
-    out.emplace_back(name + "/exp_avg_sq", st.exp_avg_sq());
-    out.emplace_back(name + "/step", at::scalar_tensor(st.step(), at::kLong));
-  }
-  return out;
-}
+model::TensorDict Trainer::optimizer_state() const { return optimizer_->state(); }
 
 void Trainer::load_optimizer_state(const model::TensorDict& saved, const std::string& source) {
-  std::map<std::string, at::Tensor> by_name(saved.begin(), saved.end());
-  auto& state = optimizer_->state();
-  for (const auto& [name, p] : params_) {
-    const auto m = by_name.find(name + "/exp_avg");
-    const auto v = by_name.find(name + "/exp_avg_sq");
-    const auto k = by_name.find(name + "/step");
-    if (m == by_name.end() && v == by_name.end() && k == by_name.end()) continue;
-    if (m == by_name.end() || v == by_name.end() || k == by_name.end()) {
-      throw CheckpointError(source + ": incomplete AdamW state for parameter '" + name +
-                            "' (needs exp_avg, exp_avg_sq and step)");
-    }
-    if (m->second.sizes() != p.sizes() || v->second.sizes() != p.sizes()) {
-      throw CheckpointError(source + ": AdamW state of '" + name + "' has shape " + c10::str(m->second.sizes()) +
-                            ", the parameter " + c10::str(p.sizes()));
-    }
-    auto st = std::make_unique<torch::optim::AdamWParamState>();
-    st->step(k->second.item<int64_t>());
-    st->exp_avg(m->second.to(p.options()).clone());
-    st->exp_avg_sq(v->second.to(p.options()).clone());
-    state[p.unsafeGetTensorImpl()] = std::move(st);
-  }
+  optimizer_->load_state(saved, source);
 }
 
 // --- checkpoints --------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 // Not installed: nothing outside trainer/src includes it.
 #pragma once
 #include <ATen/core/Tensor.h>
-#include <torch/optim/adamw.h>
 
 #include <array>
 #include <chrono>
@@ -20,6 +19,7 @@
 #include "ddpm/model/unet/unet.h"
 #include "ddpm/monitoring/exporter.h"
 #include "ddpm/monitoring/metrics.h"
+#include "ddpm/trainer/adamw.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/ema.h"
@@ -103,7 +103,7 @@ class Trainer {
   std::unique_ptr<diffusion::GaussianDiffusion> diffusion_;
   std::unique_ptr<diffusion::TimestepSampler> sampler_;
   std::unique_ptr<data::ShardedReader> reader_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::unique_ptr<FusedAdamW> optimizer_;
   std::unique_ptr<dist::GradientReducer> reducer_;
   std::unique_ptr<EmaSet> ema_;
   std::unique_ptr<CheckpointStore> store_;
