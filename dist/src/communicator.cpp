@@ -98,7 +98,8 @@ bool nccl_available() { return DDPM_WITH_NCCL != 0; }
 
 std::unique_ptr<Communicator> make_communicator(const Context& ctx, Backend backend) {
   if (backend == Backend::kAuto) {
-    if (ctx.cuda_device >= 0 && nccl_available()) backend = Backend::kNccl;
+    // NCCL refuses two ranks on one GPU: ranks that share one talk MPI through host copies.
+    if (ctx.cuda_device >= 0 && nccl_available() && !ctx.shares_gpu) backend = Backend::kNccl;
     else backend = ctx.world_size > 1 ? Backend::kMpi : Backend::kSingle;
   }
   switch (backend) {

@@ -1,4 +1,5 @@
-// Communicator over MPI for CPU tensors (see mpi_communicator.h).
+// Communicator over MPI (see mpi_communicator.h). CUDA tensors are staged through host copies
+// (several ranks sharing one GPU, where NCCL refuses duplicate devices).
 #include "ddpm/dist/mpi_communicator.h"
 
 #include <ATen/ATen.h>
@@ -25,10 +26,8 @@ MPI_Datatype mpi_type(at::ScalarType t) {
   }
 }
 
-void check_cpu(const at::Tensor& t, const char* op) {
+void check_defined(const at::Tensor& t, const char* op) {
   TORCH_CHECK(t.defined(), "MpiCommunicator::", op, ": undefined tensor");
-  TORCH_CHECK(t.device().is_cpu(), "MpiCommunicator::", op, " takes CPU tensors, got ", t.device(),
-              "; use the NCCL communicator (--dist-backend nccl) for CUDA tensors");
 }
 
 int checked_count(int64_t n, const char* op) {
@@ -97,11 +96,17 @@ struct ReduceBuffer {
 };
 
 ReduceBuffer reduce_buffer(const at::Tensor& tensor, ReduceOp op) {
-  check_cpu(tensor, "all_reduce");
+  check_defined(tensor, "all_reduce");
   TORCH_CHECK(op != ReduceOp::kAvg || at::isFloatingType(tensor.scalar_type()),
               "ReduceOp::kAvg needs a floating tensor, got ", tensor.scalar_type());
   ReduceBuffer b{tensor, at::Tensor(), mpi_type(tensor.scalar_type())};
-  if (b.type == MPI_DATATYPE_NULL) {
+  if (!tensor.device().is_cpu()) {  // host staging copy, written back on completion
+    const bool widen = b.type == MPI_DATATYPE_NULL;
+    b = {tensor.to(at::kCPU, widen ? at::kFloat : tensor.scalar_type()).contiguous(), tensor,
+         widen ? MPI_FLOAT : b.type};
+    TORCH_CHECK(!widen || tensor.scalar_type() == at::kHalf || tensor.scalar_type() == at::kBFloat16,
+                "MpiCommunicator::all_reduce: no MPI reduction for dtype ", tensor.scalar_type());
+  } else if (b.type == MPI_DATATYPE_NULL) {
     TORCH_CHECK(tensor.scalar_type() == at::kHalf || tensor.scalar_type() == at::kBFloat16,
                 "MpiCommunicator::all_reduce: no MPI reduction for dtype ", tensor.scalar_type());
     b = {tensor.to(at::kFloat).contiguous(), tensor, MPI_FLOAT};
@@ -131,9 +136,10 @@ void MpiCommunicator::all_reduce(const at::Tensor& tensor, ReduceOp op) {
 }
 
 void MpiCommunicator::broadcast(const at::Tensor& tensor, int root) {
-  check_cpu(tensor, "broadcast");
+  check_defined(tensor, "broadcast");
   TORCH_CHECK(root >= 0 && root < size_, "broadcast root ", root, " out of range [0, ", size_, ")");
-  at::Tensor buffer = tensor.is_contiguous() ? tensor : tensor.contiguous();
+  const bool staged = !tensor.device().is_cpu() || !tensor.is_contiguous();
+  at::Tensor buffer = staged ? tensor.to(at::kCPU).contiguous() : tensor;
   // Bytes, in chunks below INT_MAX: any dtype, any size.
   auto* bytes = static_cast<char*>(buffer.data_ptr());
   int64_t left = buffer.nbytes();
@@ -144,19 +150,19 @@ void MpiCommunicator::broadcast(const at::Tensor& tensor, int root) {
     bytes += n;
     left -= n;
   } while (left > 0);
-  if (!tensor.is_contiguous()) tensor.copy_(buffer);
+  if (staged) tensor.copy_(buffer);
 }
 
 at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
-  check_cpu(tensor, "all_gather");
-  const at::Tensor src = tensor.contiguous();
+  check_defined(tensor, "all_gather");
+  const at::Tensor src = tensor.to(at::kCPU).contiguous();
   std::vector<int64_t> shape{size_};
   for (int64_t s : tensor.sizes()) shape.push_back(s);
-  at::Tensor out = at::empty(shape, tensor.options());  // (world, *shape)
+  at::Tensor out = at::empty(shape, src.options());  // (world, *shape)
   const int n = checked_count(static_cast<int64_t>(src.nbytes()), "all_gather");
   DDPM_MPI_CHECK(MPI_Allgather(src.data_ptr(), n, MPI_BYTE, out.data_ptr(), n, MPI_BYTE, comm_),
                  "all_gather needs equal shapes on every rank; use all_gather_v for variable sizes");
-  return out;
+  return out.to(tensor.device());
 }
 
 void MpiCommunicator::barrier() { DDPM_MPI_CHECK(MPI_Barrier(comm_), "a peer rank may have failed"); }

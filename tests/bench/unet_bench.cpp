@@ -6,12 +6,13 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <CLI/CLI.hpp>
-#include <torch/optim/adam.h>
+#include <ATen/Context.h>
 
 #include <chrono>
 #include <cstdio>
 
 #include "ddpm/model/unet/unet.h"
+#include "ddpm/trainer/adamw.h"
 
 namespace {
 using Clock = std::chrono::steady_clock;
@@ -45,7 +46,10 @@ void bench(const std::string& preset, const Args& a) {
       if (p.dim() == 4) p.set_data(p.contiguous(mf));
     }
   }
-  torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(1e-4));
+  if (dev.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);  // as ddpm_train does
+  ddpm::model::TensorDict named;
+  for (const auto& kv : net->named_parameters()) named.emplace_back(kv.key(), kv.value());
+  ddpm::trainer::FusedAdamW opt(named, ddpm::trainer::AdamWOptions{});  // the trainer's optimizer
   const auto fopt = at::TensorOptions().device(dev);
   const at::Tensor x = at::randn({a.batch, o.in_channels, size, size}, fopt).contiguous(mf);
   const at::Tensor t = at::randint(0, 1000, {a.batch}, fopt.dtype(at::kLong));
@@ -63,7 +67,7 @@ void bench(const std::string& preset, const Args& a) {
   };
   auto sync = [&] { (void)net->parameters()[0].sum().item<float>(); };
   net->train();
-  step();  // warm-up
+  for (int i = 0; i < (dev.is_cuda() ? 3 : 1); ++i) step();  // warm-up (cuDNN picks algorithms on CUDA)
   sync();
   auto t0 = Clock::now();
   for (int64_t i = 0; i < a.steps; ++i) step();
@@ -97,7 +101,7 @@ int main(int argc, char** argv) {
   app.add_option("--preset", a.presets, "presets to measure (repeat)")->capture_default_str();
   app.add_option("--set", a.sets, "override an option of every preset: key=value (repeat)");
   app.add_option("--batch", a.batch, "images per step")->capture_default_str();
-  app.add_option("--steps", a.steps, "timed steps after one warm-up step")->capture_default_str();
+  app.add_option("--steps", a.steps, "timed steps after the warm-up steps (1 on CPU, 3 on CUDA)")->capture_default_str();
   app.add_option("--threads", a.threads, "intra-op CPU threads")->capture_default_str();
   app.add_option("--size", a.size, "image size (default: the preset's image_size)");
   app.add_flag("--channels-last", a.channels_last, "channels_last memory format");

@@ -6,6 +6,7 @@
 
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/module_sync.h"
+#include "ddpm/dist/mpi_communicator.h"
 #include "dist/dist_test_env.h"
 #include "testing/testing.h"
 
@@ -154,6 +155,29 @@ TEST(ModuleSync, BroadcastMakesReplicasIdenticalAndCheckNamesFirstDifference) {
   const auto expected = ddpm::dist::module_state(*rank0);
   for (size_t i = 0; i < state.size(); ++i)
     EXPECT_TRUE(state[i].second.equal(expected[i].second)) << state[i].first;
+}
+
+// MPI on CUDA tensors (ranks sharing a GPU): staged through host copies, results on the GPU.
+TEST(Collectives, MpiStagesCudaTensorsThroughTheHost) {
+  DDPM_REQUIRE_CUDA();
+  ddpm::dist::MpiCommunicator mpi(MPI_COMM_WORLD);
+  const at::Device dev(at::kCUDA, 0);
+  at::Tensor x = rank_input(120, mpi.rank(), {1023}, at::kFloat).to(dev);
+  mpi.all_reduce(x, ReduceOp::kSum);
+  EXPECT_TRUE(x.is_cuda());
+  EXPECT_TRUE(ddpm::testing::tensors_near(x.cpu().to(at::kDouble), sum_over_ranks(120, {1023}, at::kFloat), 0, 0,
+                                          "mpi cuda sum"));
+  at::Tensor h = rank_input(121, mpi.rank(), {65537}, at::kBFloat16).to(dev);
+  mpi.all_reduce_async(h, ReduceOp::kSum)->wait();
+  EXPECT_EQ(h.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(ddpm::testing::tensors_near(h.cpu().to(at::kDouble), sum_over_ranks(121, {65537}, at::kBFloat16), 0, 0,
+                                          "mpi cuda async bf16 sum"));
+  at::Tensor b = rank_input(122, mpi.rank(), {5, 7}, at::kFloat).to(dev).t();  // non-contiguous
+  mpi.broadcast(b, 0);
+  EXPECT_TRUE(b.cpu().equal(rank_input(122, 0, {5, 7}, at::kFloat).t()));
+  const at::Tensor all = mpi.all_gather(rank_input(123, mpi.rank(), {3}, at::kLong).to(dev));
+  EXPECT_TRUE(all.is_cuda());
+  for (int r = 0; r < mpi.world_size(); ++r) EXPECT_TRUE(all[r].cpu().equal(rank_input(123, r, {3}, at::kLong)));
 }
 
 TEST(Check, MacroReportsLibraryStringRankAndHint) {

@@ -2,6 +2,7 @@
 // Checkpoint state: train_state.cpp; logging and metrics: train_log.cpp; grids: train_sample.cpp.
 #include <torch/torch.h>
 
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 
 #include <cmath>
@@ -75,6 +76,7 @@ void Trainer::build() {
                                 " has no /labels; convert a labelled dataset or use --num-classes 0");
   }
   if (device_.is_cuda()) {
+    at::globalContext().setBenchmarkCuDNN(true);  // shapes are fixed for the run: let cuDNN pick the fastest
     use_fp16_ = config_.precision == "fp16";
     use_bf16_ = config_.precision == "bf16";
   } else if (config_.precision != "fp32") {

@@ -78,7 +78,8 @@ enum class Backend { kAuto, kSingle, kMpi, kNccl };
 Backend parse_backend(const std::string& name);
 bool nccl_available();  // built with NCCL (DDPM_WITH_NCCL)
 
-// kAuto: NCCL when the context has a CUDA device and NCCL is built in; else MPI when
+// kAuto: NCCL when the context has a CUDA device of its own (not shared with another local
+// rank) and NCCL is built in; else MPI when
 // world_size > 1; else single-process. Collective over MPI_COMM_WORLD for mpi/nccl.
 std::unique_ptr<Communicator> make_communicator(const Context& ctx, Backend backend = Backend::kAuto);
 

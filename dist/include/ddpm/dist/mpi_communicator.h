@@ -1,6 +1,7 @@
 // Communicator over MPI for CPU tensors (the path CI runs): MPI datatypes per dtype, in place
 // with MPI_IN_PLACE, non-blocking MPI_Iallreduce behind Work handles for the gradient reducer.
-// half/bfloat16 have no MPI datatype: they are reduced in float32 staging buffers.
+// half/bfloat16 have no MPI datatype: they are reduced in float32 staging buffers. CUDA tensors
+// are staged through host copies (ranks sharing one GPU, which NCCL refuses).
 #pragma once
 #include <mpi.h>
 
