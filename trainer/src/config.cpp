@@ -30,6 +30,7 @@ std::vector<Field> build_fields() {
   const char* ckpt = "Checkpoints";
   const char* smp = "Sampling and evaluation";
   const char* log = "Logging and metrics";
+  const char* bpd = "Bits/dim during training";
   std::vector<Field> all = {
       make("data", run, "HDF5 training set (required; ddpm_prepare writes one)", &C::data, true),
       make("run_dir", run, "run folder: checkpoints/, config.json, log.jsonl, samples/ (required)",
@@ -110,6 +111,11 @@ std::vector<Field> build_fields() {
            &C::metrics_addr, true),
       make("pushgateway", log, "HOST:PORT of a Pushgateway to push to (\"\" = off)", &C::pushgateway,
            true),
+      make("bpd_every", bpd, "steps between bits/dim evaluations of the first EMA (0 = off; costs bpd_samples x T "
+           "forward passes)", &C::bpd_every, true),
+      make("bpd_samples", bpd, "images per bits/dim evaluation (the first N of bpd_data, split over ranks)",
+           &C::bpd_samples, true),
+      make("bpd_data", bpd, "HDF5 images for bits/dim (\"\" = the training set, --data)", &C::bpd_data, true),
   };
   for (Field& f : all) {
     if (f.key.key == "config_file") f.key.flag = "--config";  // the contract spells it so

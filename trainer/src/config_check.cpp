@@ -160,6 +160,8 @@ void check_outputs(const TrainConfig& c) {
   at_least("log_every", c.log_every, 1);
   if (c.metrics_addr != "none") check_host_port("metrics_addr", c.metrics_addr);
   if (!c.pushgateway.empty()) check_host_port("pushgateway", c.pushgateway);
+  at_least("bpd_every", c.bpd_every, 0, "0 turns bits/dim off");
+  at_least("bpd_samples", c.bpd_samples, 1);
 }
 
 }  // namespace

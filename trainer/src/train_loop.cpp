@@ -47,6 +47,7 @@ Trainer::Trainer(const TrainConfig& config, dist::Communicator& comm, const c10:
     : config_(config), comm_(comm), device_(device), hooks_(hooks) {
   rank_ = comm_.rank();
   world_ = comm_.world_size();
+  start_metrics();
   build();
   resume_or_init();
   // After the resume check: a config that was refused does not replace the saved one.
@@ -119,7 +120,7 @@ void Trainer::build() {
 TrainOutcome Trainer::run_loop() {
   setup_monitoring();
   int exit_code = 0;
-  int64_t saved_at = -1, sampled_at = -1;
+  int64_t saved_at = -1, sampled_at = -1, bpd_at = -1;
   interval_ = IntervalStats{};
   while (step_ < total_steps_) {
     const int64_t before = step_;
@@ -136,6 +137,10 @@ TrainOutcome Trainer::run_loop() {
       write_sample_grid();
       sampled_at = step_;
     }
+    if (advanced && config_.bpd_every > 0 && step_ % config_.bpd_every == 0) {
+      evaluate_training_bpd();
+      bpd_at = step_;
+    }
     if (rank_ == 0 && tty_) progress_bar();
     if (stop && step_ < total_steps_) {
       print("stop signal (" + std::string(signal_name(stop_signal())) + " on some rank): checkpointing at step " +
@@ -146,6 +151,7 @@ TrainOutcome Trainer::run_loop() {
   }
   if (saved_at != step_ && (step_ > 0 || exit_code != 0)) save_checkpoint();
   if (exit_code == 0 && config_.sample_every > 0 && sampled_at != step_ && step_ > 0) write_sample_grid();
+  if (exit_code == 0 && config_.bpd_every > 0 && bpd_at != step_ && step_ > 0) evaluate_training_bpd();
   if (push_) push_->finish(exit_code);
   TrainOutcome out;
   out.exit_code = exit_code;

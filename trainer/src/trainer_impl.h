@@ -32,6 +32,9 @@ namespace ddpm::trainer::detail {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0);
+// Process resident memory and, on a CUDA device only, the caching allocator's allocated /
+// reserved / peak bytes into `metrics` (train_memory.cpp). Never touches CUDA for a CPU device.
+void export_memory(monitoring::Metrics& metrics, const c10::Device& device);
 
 // Phases of a step, in the order of monitoring::StepPhase.
 enum Phase { kData, kForwardBackward, kAllreduceWait, kOptimizer, kEma, kNumPhases };
@@ -79,8 +82,10 @@ class Trainer {
   std::vector<RngState> gather_rng_states();
   at::Tensor to_comm(const at::Tensor& t) const;  // onto the communicator's device
   // --- logging and metrics (train_log.cpp) ---
+  void start_metrics();  // constructor, before build(): metrics, Pushgateway, exporter
   void setup_monitoring();
   void log_step();
+  void evaluate_training_bpd();  // bits/dim of the first EMA on bpd_samples images (train_bpd.cpp)
   void print(const std::string& line) const;
   void progress_bar() const;
   // --- sample grids (train_sample.cpp) ---

@@ -81,6 +81,10 @@ struct TrainConfig {
   int64_t log_every = 100;
   std::string metrics_addr = "none"; // HOST:PORT of the Prometheus exporter, or none
   std::string pushgateway;           // HOST:PORT of a Pushgateway, "" = off
+  // --- bits/dim during training (ddpm_bpd; the full bound: bpd_samples x T forward passes) ---
+  int64_t bpd_every = 0;             // steps between bits/dim evaluations with the first EMA, 0 = off
+  int64_t bpd_samples = 64;          // the first N images of bpd_data, split over the ranks
+  std::string bpd_data;              // HDF5 images to evaluate ("" = the training set, --data)
 };
 
 // One entry per TrainConfig field, in declaration order.
