@@ -9,8 +9,8 @@ and prometheus scraping rank 0 every second with monitoring/prometheus/prometheu
      /api/v1/query (GPU memory on this CPU run: the dashboard's fallback series, checked and named);
   3. SIGUSR1 to mpirun (forwarded to the ranks) stops the run with exit 75 and the final push
      carries ddpm_exit_status 75;
-  4. the requeued run (same command, 1 rank, two more steps) exits 0, pushes ddpm_exit_status 0 and
-     a ddpm_bpd equal to what ddpm_eval computes for its final checkpoint;
+  4. the requeued run (same command, 1 rank, two more steps) exits 0, pushes ddpm_exit_status 0, its
+     final FID and a ddpm_bpd equal to what ddpm_eval computes for its final checkpoint;
   5. a run that fails at start (model/data channel mismatch) exits 1 and still pushes status 1.
 Every wait is bounded; every server and run is stopped on any exit.
 """
@@ -305,6 +305,8 @@ def run(a):
     print("gateway after the requeued run: ddpm_exit_status %s, ddpm_steps_total %s, %s" % (status, steps, bpd_lines))
     assert status == 0 and steps == 2, "requeued run's final push: status %s, steps %s" % (status, steps)
     assert len(bpd_lines) == 1, bpd_lines
+    fid_lines = [l for l in gw_text.splitlines() if l.startswith("ddpm_fid{") and RUN_ID + '"' in l]
+    assert len(fid_lines) == 1 and 'extractor="torchscript:features.pt"' in fid_lines[0], fid_lines
     pushed_bpd = float(bpd_lines[0].rsplit(" ", 1)[1])
     last = bpd_records(run_dir)[-1]
     assert last["step"] == step + 2, last

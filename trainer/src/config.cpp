@@ -103,9 +103,14 @@ std::vector<Field> build_fields() {
       make("sample_count", smp, "images per sample grid", &C::sample_count, true),
       make("sample_seed", smp, "seed of the grid's fixed noise", &C::sample_seed, true),
       make("fid_every", smp, "steps between FID evaluations (0 = off)", &C::fid_every, true),
-      make("fid_samples", smp, "samples per FID evaluation", &C::fid_samples, true),
-      make("fid_weights", smp, "InceptionV3 FID weights file (\"\" = the domain extractor)",
-           &C::fid_weights, true),
+      make("fid_samples", smp, "samples per FID evaluation, total over all ranks (seeded by sample_seed "
+           "and index)", &C::fid_samples, true),
+      make("fid_extractor", smp, "FID features: domain:PATH (ddpm_fid_net), inception:PATH (pytorch-fid "
+           ".pth) or torchscript:PATH; required with --fid-every", &C::fid_extractor, true),
+      make("fid_sampling", smp, "respacing of the FID samples: \"N\", \"a,b,c\" or \"ddimN\"",
+           &C::fid_sampling, true),
+      make("fid_stats", smp, "reference-statistics HDF5 cache (\"\" = fid_stats.h5 beside --data, or in "
+           "the run dir when that folder is read-only)", &C::fid_stats, true),
       make("log_every", log, "steps between log lines", &C::log_every, true),
       make("metrics_addr", log, "HOST:PORT of the Prometheus exporter on rank 0, or none",
            &C::metrics_addr, true),
@@ -136,6 +141,8 @@ const std::vector<Field>& fields() {
   static const std::vector<Field> all = build_fields();
   return all;
 }
+
+bool retired_key(const std::string& key) { return key == "fid_weights"; }
 
 const Field* find_field(const std::string& key) {
   for (const Field& f : fields()) {
@@ -239,7 +246,7 @@ Json preset_json(const std::string& name) {
                 {"rescale_timesteps", false},    {"timestep_sampler", "uniform"},
                 {"lr", 5e-4},                    {"warmup_steps", 100},      {"grad_clip", 1.0},
                 {"ema_rates", {0.999}},          {"ema_warmup", true},       {"global_batch", 32},
-                {"max_steps", 2000},             {"save_every", 500},        {"keep_last", 2},
+                {"max_steps", 1000},             {"save_every", 500},        {"keep_last", 2},
                 {"sample_every", 500},           {"sample_respacing", "ddim50"},
                 {"sample_count", 64},            {"log_every", 50}};
   }
@@ -262,6 +269,7 @@ void apply_json(TrainConfig& config, const Json& j, const std::string& source) {
   }
   for (const auto& [key, value] : j.items()) {
     const detail::Field* f = detail::find_field(key);
+    if (!f && detail::retired_key(key)) continue;
     if (!f) {
       std::string known;
       for (const auto& g : detail::fields()) known += (known.empty() ? "" : ", ") + g.key.key;

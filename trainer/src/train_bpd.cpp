@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <map>
 #include <stdexcept>
 
 #include "ddpm/data/dataset.h"
@@ -17,21 +16,6 @@
 namespace ddpm::trainer::detail {
 
 namespace {
-
-// A U-Net holding the EMA weights `ema` (by parameter name), in eval mode.
-model::UNet ema_net(const TrainConfig& config, const model::TensorDict& ema, const c10::Device& device) {
-  model::UNet net = make_unet(config);
-  net->to(device);
-  torch::NoGradGuard no_grad;
-  std::map<std::string, at::Tensor> by_name(ema.begin(), ema.end());
-  for (auto& item : net->named_parameters()) {
-    const auto it = by_name.find(item.key());
-    TORCH_CHECK(it != by_name.end(), "bits/dim: EMA has no parameter ", item.key());
-    item.value().copy_(it->second);
-  }
-  net->eval();
-  return net;
-}
 
 // This rank's share of the first `count` images of `path`: uint8 (n, H, W, C) and the index of
 // its first image. Throws when the images are not the training images' shape.
@@ -60,12 +44,12 @@ void Trainer::evaluate_training_bpd() {
   const std::string path = config_.bpd_data.empty() ? config_.data : config_.bpd_data;
   const auto [images, first] =
       bpd_images(path, config_.bpd_samples, rank_, world_, {image_channels_, image_height_, image_width_});
-  model::UNet net = ema_net(config_, ema_->state(0), device_);
+  model::UNet net = ema_model(config_, model_, ema_->state(0), device_);
   const BpdSummary s = evaluate_bpd(net, *diffusion_, images, first, std::max<int64_t>(1, plan_.microbatch),
                                     /*clip_denoised=*/true, static_cast<uint64_t>(config_.sample_seed), comm_, device_);
   restore_rng_state(saved);
   const double seconds = seconds_since(t0);
-  interval_.start += Clock::now() - t0;  // evaluation time does not count in images/s
+  interval_.paused += seconds;  // evaluation is not training: left out of images/s
   if (rank_ != 0) return;
   const std::string rate = EmaSet::rate_name(ema_->rates()[0]);
   char line[256];

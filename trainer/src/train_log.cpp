@@ -117,7 +117,7 @@ void Trainer::log_step() {
   interval_ = IntervalStats{};
   if (rank_ != 0) return;
 
-  const double wall = seconds_since(s.start);
+  const double wall = seconds_since(s.start) - s.paused;  // FID and grids are not training
   const double ips = wall > 0 ? static_cast<double>(s.images) / wall : 0.0;
   const int64_t nsteps = std::max<int64_t>(1, s.steps + s.skipped);
   const double loss = mean_or_nan(s.loss, s.samples), mse = mean_or_nan(s.mse, s.samples);

@@ -1,5 +1,6 @@
 // The training loop: setup, run_loop -> run_step -> forward_backward -> optimize, the stop poll.
-// Checkpoint state: train_state.cpp; logging and metrics: train_log.cpp; grids: train_sample.cpp.
+// Checkpoint state: train_state.cpp; logging and metrics: train_log.cpp; grids and FID:
+// train_sample.cpp.
 #include <torch/torch.h>
 
 #include <ATen/autocast_mode.h>
@@ -119,8 +120,9 @@ void Trainer::build() {
 
 TrainOutcome Trainer::run_loop() {
   setup_monitoring();
+  setup_fid();
   int exit_code = 0;
-  int64_t saved_at = -1, sampled_at = -1, bpd_at = -1;
+  int64_t saved_at = -1, sampled_at = -1, fid_at = -1, bpd_at = -1;
   interval_ = IntervalStats{};
   while (step_ < total_steps_) {
     const int64_t before = step_;
@@ -137,6 +139,10 @@ TrainOutcome Trainer::run_loop() {
       write_sample_grid();
       sampled_at = step_;
     }
+    if (advanced && config_.fid_every > 0 && step_ % config_.fid_every == 0) {
+      evaluate_fid();
+      fid_at = step_;
+    }
     if (advanced && config_.bpd_every > 0 && step_ % config_.bpd_every == 0) {
       evaluate_training_bpd();
       bpd_at = step_;
@@ -151,6 +157,7 @@ TrainOutcome Trainer::run_loop() {
   }
   if (saved_at != step_ && (step_ > 0 || exit_code != 0)) save_checkpoint();
   if (exit_code == 0 && config_.sample_every > 0 && sampled_at != step_ && step_ > 0) write_sample_grid();
+  if (exit_code == 0 && config_.fid_every > 0 && fid_at != step_ && step_ > 0) evaluate_fid();
   if (exit_code == 0 && config_.bpd_every > 0 && bpd_at != step_ && step_ > 0) evaluate_training_bpd();
   if (push_) push_->finish(exit_code);
   TrainOutcome out;
