@@ -1,6 +1,6 @@
-// ddpm_eval: bits/dim of a checkpoint's model (raw or EMA weights) on a test HDF5 set, the full
-// T-step variational bound (calc_bpd_loop) split across ranks and all-reduced; rank 0 prints the
-// total, the prior term and vb / mse per quartile of t, and writes a JSON summary.
+// ddpm_eval: bits/dim of a checkpoint's model (raw or EMA weights) on a test HDF5 set (the full
+// T-step bound, calc_bpd_loop, split across ranks and all-reduced), or with --fid the FID of its
+// samples against a reference set (trainer/fid_eval.h); rank 0 prints and writes a JSON summary.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -20,6 +20,7 @@
 #include "ddpm/dist/rank_main.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
+#include "ddpm/trainer/fid_eval.h"
 #include "ddpm/trainer/inference.h"
 
 namespace {
@@ -28,7 +29,11 @@ struct Args {
   std::string checkpoint, ema, data, out_json;
   int64_t num_samples = 0, batch_size = 8;
   bool clip_denoised = true;
-  uint64_t seed = 0;
+  int64_t seed = -1;  // -1: 0 for bits/dim, the run's sample_seed for FID
+  // FID (--fid); empty / 0 = the checkpoint's training settings, which reproduce its training FID.
+  bool fid = false, bpd = false;
+  std::string fid_extractor, fid_sampling, fid_stats;
+  int64_t fid_samples = 0, fid_batch = 0;
 };
 
 nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedModel& m,
@@ -41,7 +46,7 @@ nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedMo
   j["count"] = s.count;
   j["num_timesteps"] = s.num_timesteps;
   j["clip_denoised"] = a.clip_denoised;
-  j["seed"] = a.seed;
+  j["seed"] = std::max<int64_t>(a.seed, 0);
   j["total_bpd"] = s.total_bpd;
   j["prior_bpd"] = s.prior_bpd;
   j["vb_q"] = std::vector<double>(s.vb_q, s.vb_q + 4);
@@ -55,9 +60,11 @@ nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedMo
   return j;
 }
 
-int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
+// Bits/dim on --data; returns rank 0's summary JSON.
+nlohmann::ordered_json run_bpd(const Args& a, ddpm::trainer::LoadedModel& m, ddpm::dist::Communicator& comm,
+                               const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
-  ddpm::trainer::LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
+  if (a.data.empty()) throw std::invalid_argument("--data is required for bits/dim (the test set to evaluate)");
   const auto diffusion = ddpm::trainer::make_diffusion(m.config);
   const auto ds = ddpm::data::ImageDataset::open(a.data);
   const auto& info = ds.info();
@@ -81,21 +88,83 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
     std::printf("batch %lld/%lld on rank 0, %.1f s\n", static_cast<long long>(done), static_cast<long long>(total), s);
     std::fflush(stdout);
   };
-  const auto s = ddpm::trainer::evaluate_bpd(m.unet, diffusion, images, begin, a.batch_size, a.clip_denoised, a.seed,
-                                             comm, ctx.device(), progress);
-  if (comm.rank() != 0) return 0;
+  const auto s = ddpm::trainer::evaluate_bpd(m.unet, diffusion, images, begin, a.batch_size, a.clip_denoised,
+                                             static_cast<uint64_t>(std::max<int64_t>(a.seed, 0)), comm, ctx.device(),
+                                             progress);
+  if (comm.rank() != 0) return {};
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("bits/dim: total %.6f  prior %.6f  (%lld images, T = %lld, %.1f s)\n", s.total_bpd, s.prior_bpd,
               static_cast<long long>(s.count), static_cast<long long>(s.num_timesteps), seconds);
   for (int q = 0; q < 4; ++q) {
     std::printf("  t quartile %d: vb %.6f  mse %.6f  xstart_mse %.6f\n", q, s.vb_q[q], s.mse_q[q], s.xstart_mse_q[q]);
   }
-  if (!a.out_json.empty()) {
-    std::ofstream f(a.out_json);
-    f << summary_json(a, m, s, seconds, comm.world_size()).dump(2) << "\n";
-    if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
-    std::cout << "wrote " << a.out_json << std::endl;
+  return summary_json(a, m, s, seconds, comm.world_size());
+}
+
+// FID of the model's samples against the reference statistics of --data (default: the run's
+// training set); the defaults are the run's own, so it reproduces the FID logged in training.
+nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddpm::dist::Communicator& comm,
+                               const ddpm::dist::Context& ctx) {
+  const ddpm::trainer::TrainConfig& c = m.config;
+  ddpm::trainer::FidSettings s;
+  s.extractor = a.fid_extractor.empty() ? c.fid_extractor : a.fid_extractor;
+  if (s.extractor.empty()) {
+    throw std::invalid_argument("--fid needs --fid-extractor (domain:PATH, inception:PATH or torchscript:PATH); the "
+                                "checkpoint's run was trained without one");
   }
+  s.data = a.data.empty() ? c.data : a.data;
+  s.samples = a.fid_samples > 0 ? a.fid_samples : c.fid_samples;
+  s.sampling = a.fid_sampling.empty() ? c.fid_sampling : a.fid_sampling;
+  s.stats_path = !a.fid_stats.empty() ? a.fid_stats
+                 : !c.fid_stats.empty() ? c.fid_stats
+                                        : ddpm::trainer::default_fid_stats_path(s.data, c.run_dir);
+  s.seed = static_cast<uint64_t>(a.seed >= 0 ? a.seed : c.sample_seed);
+  s.batch_size = a.fid_batch > 0 ? a.fid_batch : c.global_batch;
+  s.clip_denoised = a.clip_denoised;
+  const auto print = [](const std::string& line) { std::cout << line << std::endl; };
+  ddpm::trainer::FidEvaluation fid(s, comm, ctx.device(), print);
+  const std::string weights =
+      m.ema_rate ? "ema_" + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model");
+  if (comm.rank() == 0) {
+    std::cout << "ddpm_eval --fid: " << m.checkpoint << " (step " << m.step << ", " << weights << "), "
+              << s.samples << " samples (" << s.sampling << ", seed " << s.seed << "), extractor "
+              << fid.extractor_name() << ", reference " << s.data << ", " << comm.world_size() << " rank(s)"
+              << std::endl;
+  }
+  const ddpm::trainer::FidReport r = fid.evaluate(m.unet, c);
+  if (comm.rank() != 0) return {};
+  std::printf("fid %.6f  extractor=%s samples=%lld sampling=%s seconds=%.1f\n", r.fid, r.extractor.c_str(),
+              static_cast<long long>(r.samples), s.sampling.c_str(), r.seconds);
+  nlohmann::ordered_json j;
+  j["checkpoint"] = m.checkpoint;
+  j["step"] = m.step;
+  j["weights"] = weights;
+  j["fid"] = r.fid;
+  j["fid_extractor"] = r.extractor;
+  j["fid_samples"] = r.samples;
+  j["fid_sampling"] = s.sampling;
+  j["fid_seed"] = s.seed;
+  j["fid_batch"] = s.batch_size;
+  j["fid_data"] = s.data;
+  j["fid_stats"] = s.stats_path;
+  j["fid_reference_count"] = fid.reference_count();
+  j["fid_seconds"] = r.seconds;
+  j["ranks"] = comm.world_size();
+  return j;
+}
+
+int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
+  ddpm::trainer::LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  if (!a.fid || a.bpd) j = run_bpd(a, m, comm, ctx);
+  if (a.fid) {
+    for (auto& [key, value] : run_fid(a, m, comm, ctx).items()) j[key] = value;
+  }
+  if (comm.rank() != 0 || a.out_json.empty()) return 0;
+  std::ofstream f(a.out_json);
+  f << j.dump(2) << "\n";
+  if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
+  std::cout << "wrote " << a.out_json << std::endl;
   return 0;
 }
 
@@ -105,15 +174,32 @@ int main(int argc, char** argv) {
   ddpm::dist::MpiRuntime mpi(&argc, &argv);
   const ddpm::dist::Context& ctx = mpi.context();
   Args a;
-  CLI::App app{"ddpm_eval: bits/dim of a ddpm checkpoint on a test HDF5 set (full T-step bound)"};
+  CLI::App app{"ddpm_eval: bits/dim of a ddpm checkpoint on a test HDF5 set (full T-step bound), or with --fid the "
+               "FID of its samples"};
   app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder")->required();
   app.add_option("--ema", a.ema, "EMA rate, or none for model.pt (default: the first EMA)");
-  app.add_option("--data", a.data, "test set (HDF5 written by ddpm_prepare)")->required();
+  app.add_option("--data", a.data,
+                 "test set (HDF5 written by ddpm_prepare); with --fid the reference set (default: the run's "
+                 "training data)");
   app.add_option("--num-samples", a.num_samples, "evaluate the first N images (0 = all)")->capture_default_str();
   app.add_option("--batch-size", a.batch_size, "images per calc_bpd_loop on one rank (noise is T x batch images)")
       ->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--clip-denoised", a.clip_denoised, "clip predicted x_0 to [-1, 1]: on|off")->capture_default_str();
-  app.add_option("--seed", a.seed, "noise seed (image i uses (seed, i) on any rank count)")->capture_default_str();
+  app.add_option("--seed", a.seed, "noise seed (image i uses (seed, i) on any rank count); default 0, for FID the "
+                 "run's sample_seed")->check(CLI::NonNegativeNumber);
+  app.add_flag("--fid", a.fid, "compute the FID of the model's samples instead of bits/dim");
+  app.add_flag("--bpd", a.bpd, "with --fid: compute bits/dim on --data as well");
+  app.add_option("--fid-extractor", a.fid_extractor,
+                 "domain:PATH (ddpm_fid_net), inception:PATH (pytorch-fid .pth) or torchscript:PATH "
+                 "(default: the run's --fid-extractor)");
+  app.add_option("--fid-samples", a.fid_samples, "samples, split over the ranks (default: the run's)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--fid-sampling", a.fid_sampling, "respacing: \"N\", \"a,b,c\" or \"ddimN\" (default: the run's)");
+  app.add_option("--fid-stats", a.fid_stats,
+                 "reference-statistics HDF5 cache (default: the run's, else fid_stats.h5 beside the data)");
+  app.add_option("--fid-batch", a.fid_batch,
+                 "samples per sampling batch (default: the run's global batch, as in training; the FID is "
+                 "the same on any rank count for a given batch)")->check(CLI::NonNegativeNumber);
   app.add_option("--out-json", a.out_json, "write the summary (totals, quartiles, per-t terms) as JSON");
   try {
     app.parse(argc, argv);

@@ -58,6 +58,8 @@ struct Metrics::Families {
   Family<Gauge>* world_size;
   Family<Gauge>* build_info;
   Family<Gauge>* gpu_memory;
+  Family<Gauge>* gpu_reserved;
+  Family<Gauge>* gpu_peak;
   Family<Gauge>* resident_memory;
   Family<Gauge>* exit_status;
   Family<Gauge>* start_time;
@@ -104,6 +106,10 @@ Metrics::Metrics(std::string run_id)
   f_->world_size = &reg(BuildGauge(), "ddpm_world_size", "Number of ranks in the job", c, r);
   f_->build_info = &reg(BuildGauge(), "ddpm_build_info", "Build of the running binary (value 1)", c, r);
   f_->gpu_memory = &reg(BuildGauge(), "ddpm_gpu_memory_allocated_bytes", "GPU memory allocated by the caching allocator", c, r);
+  f_->gpu_reserved = &reg(BuildGauge(), "ddpm_gpu_memory_reserved_bytes",
+                          "GPU memory reserved from the driver by the caching allocator", c, r);
+  f_->gpu_peak = &reg(BuildGauge(), "ddpm_gpu_memory_peak_allocated_bytes",
+                      "Peak GPU memory allocated by the caching allocator since the process started", c, r);
   f_->resident_memory = &reg(BuildGauge(), "ddpm_process_resident_memory_bytes", "Resident memory of the process", c, r);
   f_->exit_status = &reg(BuildGauge(), "ddpm_exit_status", "Exit status of the job (0 success), set at exit", c, r);
   f_->start_time = &reg(BuildGauge(), "ddpm_start_time_seconds", "Unix time the metrics were created", c, r);
@@ -171,6 +177,13 @@ void Metrics::set_build_info(const BuildInfo& info) {
 
 void Metrics::set_gpu_memory_bytes(int device, double allocated_bytes) {
   f_->gpu_memory->Add({{"device", std::to_string(device)}}).Set(allocated_bytes);
+}
+
+void Metrics::set_gpu_memory(int device, const GpuMemory& memory) {
+  const prometheus::Labels l{{"device", std::to_string(device)}};
+  f_->gpu_memory->Add(l).Set(memory.allocated_bytes);
+  f_->gpu_reserved->Add(l).Set(memory.reserved_bytes);
+  f_->gpu_peak->Add(l).Set(memory.peak_allocated_bytes);
 }
 
 void Metrics::update_process_memory() {

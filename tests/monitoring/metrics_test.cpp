@@ -61,6 +61,7 @@ Metrics& filled(Metrics& m) {
   m.set_world_size(2);
   m.set_build_info({"0.1.0", "2.11.0", "cpu"});
   m.set_gpu_memory_bytes(0, 1024);
+  m.set_gpu_memory(1, {2048, 4096, 3072});
   m.update_process_memory();
   return m;
 }
@@ -76,6 +77,7 @@ TEST(Metrics, NamesTypesAndLabelsInTheExposition) {
       {"ddpm_nonfinite_steps_skipped_total", "counter"}, {"ddpm_last_checkpoint_timestamp_seconds", "gauge"},
       {"ddpm_checkpoint_write_seconds", "gauge"}, {"ddpm_fid", "gauge"}, {"ddpm_bpd", "gauge"},
       {"ddpm_world_size", "gauge"}, {"ddpm_build_info", "gauge"}, {"ddpm_gpu_memory_allocated_bytes", "gauge"},
+      {"ddpm_gpu_memory_reserved_bytes", "gauge"}, {"ddpm_gpu_memory_peak_allocated_bytes", "gauge"},
       {"ddpm_process_resident_memory_bytes", "gauge"}, {"ddpm_start_time_seconds", "gauge"}};
   for (const auto& [name, type] : types) EXPECT_TRUE(has_line(t, "# TYPE " + name + " " + type)) << name;
   // Every sample carries run_id.
@@ -94,6 +96,10 @@ TEST(Metrics, NamesTypesAndLabelsInTheExposition) {
   EXPECT_TRUE(has_sample(t, "ddpm_bpd", {{"ema_rate", "0.9999"}, {"run_id", r}, {"samples", "1000"}}, "2.94"));
   EXPECT_TRUE(has_sample(t, "ddpm_rank_allreduce_wait_seconds_total", {{"rank", "1"}, {"run_id", r}}, "0.25"));
   EXPECT_TRUE(has_sample(t, "ddpm_rank_data_wait_seconds_total", {{"rank", "1"}, {"run_id", r}}, "0.5"));
+  EXPECT_TRUE(has_sample(t, "ddpm_gpu_memory_allocated_bytes", {{"device", "0"}, {"run_id", r}}, "1024"));
+  EXPECT_TRUE(has_sample(t, "ddpm_gpu_memory_allocated_bytes", {{"device", "1"}, {"run_id", r}}, "2048"));
+  EXPECT_TRUE(has_sample(t, "ddpm_gpu_memory_reserved_bytes", {{"device", "1"}, {"run_id", r}}, "4096"));
+  EXPECT_TRUE(has_sample(t, "ddpm_gpu_memory_peak_allocated_bytes", {{"device", "1"}, {"run_id", r}}, "3072"));
   EXPECT_TRUE(has_sample(t, "ddpm_build_info", {{"device", "cpu"}, {"run_id", r}, {"torch_version", "2.11.0"}, {"version", "0.1.0"}}, "1"));
   EXPECT_TRUE(has_sample(t, "ddpm_step_phase_seconds_count", {{"phase", "forward_backward"}, {"run_id", r}}, "2"));
   EXPECT_TRUE(has_sample(t, "ddpm_step_phase_seconds_bucket", {{"le", "0.05"}, {"phase", "forward_backward"}, {"run_id", r}}, "1"));

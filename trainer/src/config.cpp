@@ -30,6 +30,7 @@ std::vector<Field> build_fields() {
   const char* ckpt = "Checkpoints";
   const char* smp = "Sampling and evaluation";
   const char* log = "Logging and metrics";
+  const char* bpd = "Bits/dim during training";
   std::vector<Field> all = {
       make("data", run, "HDF5 training set (required; ddpm_prepare writes one)", &C::data, true),
       make("run_dir", run, "run folder: checkpoints/, config.json, log.jsonl, samples/ (required)",
@@ -102,14 +103,24 @@ std::vector<Field> build_fields() {
       make("sample_count", smp, "images per sample grid", &C::sample_count, true),
       make("sample_seed", smp, "seed of the grid's fixed noise", &C::sample_seed, true),
       make("fid_every", smp, "steps between FID evaluations (0 = off)", &C::fid_every, true),
-      make("fid_samples", smp, "samples per FID evaluation", &C::fid_samples, true),
-      make("fid_weights", smp, "InceptionV3 FID weights file (\"\" = the domain extractor)",
-           &C::fid_weights, true),
+      make("fid_samples", smp, "samples per FID evaluation, total over all ranks (seeded by sample_seed "
+           "and index)", &C::fid_samples, true),
+      make("fid_extractor", smp, "FID features: domain:PATH (ddpm_fid_net), inception:PATH (pytorch-fid "
+           ".pth) or torchscript:PATH; required with --fid-every", &C::fid_extractor, true),
+      make("fid_sampling", smp, "respacing of the FID samples: \"N\", \"a,b,c\" or \"ddimN\"",
+           &C::fid_sampling, true),
+      make("fid_stats", smp, "reference-statistics HDF5 cache (\"\" = fid_stats.h5 beside --data, or in "
+           "the run dir when that folder is read-only)", &C::fid_stats, true),
       make("log_every", log, "steps between log lines", &C::log_every, true),
       make("metrics_addr", log, "HOST:PORT of the Prometheus exporter on rank 0, or none",
            &C::metrics_addr, true),
       make("pushgateway", log, "HOST:PORT of a Pushgateway to push to (\"\" = off)", &C::pushgateway,
            true),
+      make("bpd_every", bpd, "steps between bits/dim evaluations of the first EMA (0 = off; costs bpd_samples x T "
+           "forward passes)", &C::bpd_every, true),
+      make("bpd_samples", bpd, "images per bits/dim evaluation (the first N of bpd_data, split over ranks)",
+           &C::bpd_samples, true),
+      make("bpd_data", bpd, "HDF5 images for bits/dim (\"\" = the training set, --data)", &C::bpd_data, true),
   };
   for (Field& f : all) {
     if (f.key.key == "config_file") f.key.flag = "--config";  // the contract spells it so
@@ -130,6 +141,8 @@ const std::vector<Field>& fields() {
   static const std::vector<Field> all = build_fields();
   return all;
 }
+
+bool retired_key(const std::string& key) { return key == "fid_weights"; }
 
 const Field* find_field(const std::string& key) {
   for (const Field& f : fields()) {
@@ -233,7 +246,7 @@ Json preset_json(const std::string& name) {
                 {"rescale_timesteps", false},    {"timestep_sampler", "uniform"},
                 {"lr", 5e-4},                    {"warmup_steps", 100},      {"grad_clip", 1.0},
                 {"ema_rates", {0.999}},          {"ema_warmup", true},       {"global_batch", 32},
-                {"max_steps", 2000},             {"save_every", 500},        {"keep_last", 2},
+                {"max_steps", 1000},             {"save_every", 500},        {"keep_last", 2},
                 {"sample_every", 500},           {"sample_respacing", "ddim50"},
                 {"sample_count", 64},            {"log_every", 50}};
   }
@@ -256,6 +269,7 @@ void apply_json(TrainConfig& config, const Json& j, const std::string& source) {
   }
   for (const auto& [key, value] : j.items()) {
     const detail::Field* f = detail::find_field(key);
+    if (!f && detail::retired_key(key)) continue;
     if (!f) {
       std::string known;
       for (const auto& g : detail::fields()) known += (known.empty() ? "" : ", ") + g.key.key;

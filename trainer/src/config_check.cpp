@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "config_fields.h"
+#include "ddpm/trainer/fid_eval.h"
 #include "fs_util.h"
 
 namespace ddpm::trainer {
@@ -53,8 +54,7 @@ bool is_count(const std::string& s) {
   return std::stol(s) > 0;
 }
 
-void check_respacing(const std::string& r, int64_t T) {
-  const std::string key = "sample_respacing";
+void check_respacing(const std::string& r, int64_t T, const std::string& key = "sample_respacing") {
   const std::string fix = "use \"N\" (e.g. \"100\"), per-section counts \"10,15,20\" or \"ddimN\" (e.g. \"ddim50\")";
   if (r.rfind("ddim", 0) == 0) {
     const std::string n = r.substr(4);
@@ -156,10 +156,21 @@ void check_outputs(const TrainConfig& c) {
   check_respacing(c.sample_respacing, c.diffusion_steps);
   at_least("sample_count", c.sample_count, 1);
   at_least("fid_every", c.fid_every, 0, "0 turns FID off");
-  at_least("fid_samples", c.fid_samples, 1);
+  at_least("fid_samples", c.fid_samples, 2, "a covariance needs two samples");
+  if (c.fid_every > 0) {
+    if (c.fid_extractor.empty()) {
+      bad("fid_extractor", "is required with --fid-every " + std::to_string(c.fid_every) +
+                               "; give domain:PATH (train one with ddpm_fid_net), inception:PATH (pytorch-fid's "
+                               "pt_inception-2015-12-05-6726825d.pth) or torchscript:PATH, or --fid-every 0");
+    }
+    parse_extractor_spec(c.fid_extractor, flag_of("fid_extractor"));
+    check_respacing(c.fid_sampling, c.diffusion_steps, "fid_sampling");
+  }
   at_least("log_every", c.log_every, 1);
   if (c.metrics_addr != "none") check_host_port("metrics_addr", c.metrics_addr);
   if (!c.pushgateway.empty()) check_host_port("pushgateway", c.pushgateway);
+  at_least("bpd_every", c.bpd_every, 0, "0 turns bits/dim off");
+  at_least("bpd_samples", c.bpd_samples, 1);
 }
 
 }  // namespace
@@ -214,7 +225,7 @@ std::vector<std::string> resume_differences(const Json& saved, const Json& now) 
   std::vector<std::string> out;
   auto safe = [](const std::string& key) {
     const detail::Field* f = detail::find_field(key);
-    return f && f->key.safe_on_resume;
+    return (f && f->key.safe_on_resume) || detail::retired_key(key);
   };
   for (const auto& [key, value] : saved.items()) {
     if (safe(key)) continue;

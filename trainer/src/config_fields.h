@@ -21,6 +21,9 @@ struct Field {
 
 const std::vector<Field>& fields();
 const Field* find_field(const std::string& key);  // nullptr when unknown
+// Keys of earlier versions that are read and ignored (fid_weights, replaced by fid_extractor),
+// so older run dirs still resume and load.
+bool retired_key(const std::string& key);
 
 Json get_value(const TrainConfig& c, const Field& f);
 // Type-checked assignment; `where` names the origin ("flag --lr", "key \"lr\" in FILE").

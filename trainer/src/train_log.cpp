@@ -82,22 +82,29 @@ void Trainer::progress_bar() const {
   std::cout << "\r[" << bar << "] " << step_ << "/" << total_steps_ << std::flush;
 }
 
-void Trainer::setup_monitoring() {
-  run_start_ = Clock::now();
+// First thing the Trainer does (rank 0): the metrics, then the Pushgateway (so a run that fails
+// from here on, even while building the model or resuming, still pushes ddpm_exit_status 1 from
+// the Pushgateway's destructor), then the exporter.
+void Trainer::start_metrics() {
   if (rank_ != 0) return;
-  tty_ = !hooks_.print && wants_progress_bar();
-  log_ = std::make_unique<RunLog>((std::filesystem::path(config_.run_dir) / "log.jsonl").string());
   metrics_ = std::make_unique<monitoring::Metrics>(run_id_of(config_.run_dir));
   metrics_->set_world_size(world_);
   metrics_->set_build_info({DDPM_VERSION, DDPM_TORCH_VERSION, device_.is_cuda() ? "cuda" : "cpu"});
-  exporter_ = std::make_unique<monitoring::MetricsExporter>(config_.metrics_addr, *metrics_);
-  if (exporter_->enabled()) print("metrics: " + exporter_->url());
   if (!config_.pushgateway.empty()) {
     monitoring::PushgatewayOptions po;
     po.address = config_.pushgateway;
     push_ = std::make_unique<monitoring::Pushgateway>(po, *metrics_);
     if (push_->enabled()) print("pushgateway: " + push_->url());
   }
+  exporter_ = std::make_unique<monitoring::MetricsExporter>(config_.metrics_addr, *metrics_);
+  if (exporter_->enabled()) print("metrics: " + exporter_->url());
+}
+
+void Trainer::setup_monitoring() {
+  run_start_ = Clock::now();
+  if (rank_ != 0) return;
+  tty_ = !hooks_.print && wants_progress_bar();
+  log_ = std::make_unique<RunLog>((std::filesystem::path(config_.run_dir) / "log.jsonl").string());
   log_->write({{"event", resumed_from_ >= 0 ? "resume" : "start"}, {"step", step_}, {"world_size", world_},
                {"global_batch", plan_.global_batch}, {"total_steps", total_steps_}});
 }
@@ -110,7 +117,7 @@ void Trainer::log_step() {
   interval_ = IntervalStats{};
   if (rank_ != 0) return;
 
-  const double wall = seconds_since(s.start);
+  const double wall = seconds_since(s.start) - s.paused;  // FID and grids are not training
   const double ips = wall > 0 ? static_cast<double>(s.images) / wall : 0.0;
   const int64_t nsteps = std::max<int64_t>(1, s.steps + s.skipped);
   const double loss = mean_or_nan(s.loss, s.samples), mse = mean_or_nan(s.mse, s.samples);
@@ -160,7 +167,7 @@ void Trainer::log_step() {
   for (int r = 0; r < world_; ++r) {
     metrics_->add_rank_wait(r, waits[r][0].item<double>(), waits[r][1].item<double>());
   }
-  metrics_->update_process_memory();
+  export_memory(*metrics_, device_);
 }
 
 }  // namespace ddpm::trainer::detail

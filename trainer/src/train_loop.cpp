@@ -1,5 +1,6 @@
 // The training loop: setup, run_loop -> run_step -> forward_backward -> optimize, the stop poll.
-// Checkpoint state: train_state.cpp; logging and metrics: train_log.cpp; grids: train_sample.cpp.
+// Checkpoint state: train_state.cpp; logging and metrics: train_log.cpp; grids and FID:
+// train_sample.cpp.
 #include <torch/torch.h>
 
 #include <ATen/Context.h>
@@ -48,6 +49,7 @@ Trainer::Trainer(const TrainConfig& config, dist::Communicator& comm, const c10:
     : config_(config), comm_(comm), device_(device), hooks_(hooks) {
   rank_ = comm_.rank();
   world_ = comm_.world_size();
+  start_metrics();
   build();
   resume_or_init();
   // After the resume check: a config that was refused does not replace the saved one.
@@ -120,8 +122,9 @@ void Trainer::build() {
 
 TrainOutcome Trainer::run_loop() {
   setup_monitoring();
+  setup_fid();
   int exit_code = 0;
-  int64_t saved_at = -1, sampled_at = -1;
+  int64_t saved_at = -1, sampled_at = -1, fid_at = -1, bpd_at = -1;
   interval_ = IntervalStats{};
   while (step_ < total_steps_) {
     const int64_t before = step_;
@@ -138,6 +141,14 @@ TrainOutcome Trainer::run_loop() {
       write_sample_grid();
       sampled_at = step_;
     }
+    if (advanced && config_.fid_every > 0 && step_ % config_.fid_every == 0) {
+      evaluate_fid();
+      fid_at = step_;
+    }
+    if (advanced && config_.bpd_every > 0 && step_ % config_.bpd_every == 0) {
+      evaluate_training_bpd();
+      bpd_at = step_;
+    }
     if (rank_ == 0 && tty_) progress_bar();
     if (stop && step_ < total_steps_) {
       print("stop signal (" + std::string(signal_name(stop_signal())) + " on some rank): checkpointing at step " +
@@ -148,6 +159,8 @@ TrainOutcome Trainer::run_loop() {
   }
   if (saved_at != step_ && (step_ > 0 || exit_code != 0)) save_checkpoint();
   if (exit_code == 0 && config_.sample_every > 0 && sampled_at != step_ && step_ > 0) write_sample_grid();
+  if (exit_code == 0 && config_.fid_every > 0 && fid_at != step_ && step_ > 0) evaluate_fid();
+  if (exit_code == 0 && config_.bpd_every > 0 && bpd_at != step_ && step_ > 0) evaluate_training_bpd();
   if (push_) push_->finish(exit_code);
   TrainOutcome out;
   out.exit_code = exit_code;

@@ -1,6 +1,7 @@
-// Sample grids during training: the first EMA's weights in a fresh U-Net, respaced (or DDIM)
-// sampling from FIXED noise (sample_seed) split across ranks, gathered and written by rank 0 to
-// RUN/samples/step_<step>.png. The training's random streams are saved and restored around it.
+// Sample grids and FID during training: the first EMA's weights in a fresh U-Net, respaced (or
+// DDIM) sampling from FIXED noise (sample_seed) split across ranks; grids are gathered and written
+// by rank 0 to RUN/samples/step_<step>.png, FID features gathered by FidEvaluation (fid_eval.cpp).
+// The training's random streams are saved and restored around both.
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -17,9 +18,6 @@
 
 namespace ddpm::trainer::detail {
 
-namespace {
-
-// U-Net with the EMA weights of `ema` (parameters by name; buffers as in `live`).
 model::UNet ema_model(const TrainConfig& config, const model::UNet& live, const model::TensorDict& ema,
                       const c10::Device& device) {
   model::UNet net = make_unet(config);
@@ -33,8 +31,6 @@ model::UNet ema_model(const TrainConfig& config, const model::UNet& live, const 
   net->eval();
   return net;
 }
-
-}  // namespace
 
 void Trainer::write_sample_grid() {
   const auto t0 = Clock::now();
@@ -67,6 +63,7 @@ void Trainer::write_sample_grid() {
   }
   std::vector<at::Tensor> parts = comm_.all_gather_v(to_comm(out.to(at::kFloat)));
   restore_rng_state(saved);
+  interval_.paused += seconds_since(t0);
   if (rank_ != 0) return;
   for (auto& p : parts) p = p.cpu();
   const at::Tensor images = at::cat(parts, 0);  // (S, C, H, W) in [-1, 1]
@@ -79,6 +76,45 @@ void Trainer::write_sample_grid() {
   print("samples " + (dir / name).string() + " (" + std::to_string(count) + " images, EMA " +
         EmaSet::rate_name(ema_->rates()[0]) + ", " + config_.sample_respacing + ", " +
         std::to_string(seconds_since(t0)).substr(0, 5) + " s)");
+}
+
+void Trainer::setup_fid() {
+  if (config_.fid_every <= 0) return;
+  FidSettings s;
+  s.extractor = config_.fid_extractor;
+  s.samples = config_.fid_samples;
+  s.sampling = config_.fid_sampling;
+  s.stats_path = config_.fid_stats.empty() ? default_fid_stats_path(config_.data, config_.run_dir) : config_.fid_stats;
+  s.data = config_.data;
+  s.seed = static_cast<uint64_t>(config_.sample_seed);
+  s.batch_size = config_.global_batch;  // fixed batches of global indices: any world size samples alike
+  const auto t0 = Clock::now();
+  fid_ = std::make_unique<FidEvaluation>(s, comm_, device_, [this](const std::string& line) { print(line); });
+  if (rank_ != 0) return;
+  log_->write({{"event", "fid_reference"}, {"step", step_}, {"extractor", fid_->extractor_name()},
+               {"stats", s.stats_path}, {"cached", fid_->reference_from_cache()},
+               {"count", fid_->reference_count()}, {"seconds", seconds_since(t0)}});
+}
+
+void Trainer::evaluate_fid() {
+  const auto t0 = Clock::now();
+  const RngState saved = capture_rng_state();  // FID must not shift training's randomness
+  model::UNet net = ema_model(config_, model_, ema_->state(0), device_);
+  const FidReport r = fid_->evaluate(net, config_);
+  restore_rng_state(saved);
+  interval_.paused += seconds_since(t0);
+  if (rank_ != 0) return;
+  const std::string rate = EmaSet::rate_name(ema_->rates()[0]);
+  char value[32], secs[32];
+  std::snprintf(value, sizeof value, "%.4f", r.fid);
+  std::snprintf(secs, sizeof secs, "%.1f", r.seconds);
+  print("fid step=" + std::to_string(step_) + " value=" + value + " extractor=" + r.extractor +
+        " samples=" + std::to_string(r.samples) + " seconds=" + secs + " (EMA " + rate + ", " +
+        config_.fid_sampling + ")");
+  log_->write({{"event", "fid"}, {"step", step_}, {"fid", r.fid}, {"extractor", r.extractor},
+               {"samples", r.samples}, {"ema_rate", rate}, {"sampling", config_.fid_sampling},
+               {"seed", config_.sample_seed}, {"seconds", r.seconds}});
+  if (metrics_) metrics_->set_fid(rate, r.extractor, r.samples, r.fid);
 }
 
 }  // namespace ddpm::trainer::detail

@@ -23,6 +23,7 @@
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/ema.h"
+#include "ddpm/trainer/fid_eval.h"
 #include "ddpm/trainer/lr_schedule.h"
 #include "ddpm/trainer/run_log.h"
 #include "ddpm/trainer/step_guard.h"
@@ -32,6 +33,9 @@ namespace ddpm::trainer::detail {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t0);
+// Process resident memory and, on a CUDA device only, the caching allocator's allocated /
+// reserved / peak bytes into `metrics` (train_memory.cpp). Never touches CUDA for a CPU device.
+void export_memory(monitoring::Metrics& metrics, const c10::Device& device);
 
 // Phases of a step, in the order of monitoring::StepPhase.
 enum Phase { kData, kForwardBackward, kAllreduceWait, kOptimizer, kEma, kNumPhases };
@@ -44,6 +48,7 @@ struct IntervalStats {
   std::array<int64_t, 4> q_count{};
   double grad_norm = 0;
   std::array<double, kNumPhases> phase{};  // this rank's seconds
+  double paused = 0;  // seconds of FID and sample grids: not training, left out of images/s
   Clock::time_point start = Clock::now();
   void add_terms(const at::Tensor& rows, int64_t T);  // rows (M, 4) float64: t, loss, mse, vb
 };
@@ -79,12 +84,16 @@ class Trainer {
   std::vector<RngState> gather_rng_states();
   at::Tensor to_comm(const at::Tensor& t) const;  // onto the communicator's device
   // --- logging and metrics (train_log.cpp) ---
+  void start_metrics();  // constructor, before build(): metrics, Pushgateway, exporter
   void setup_monitoring();
   void log_step();
+  void evaluate_training_bpd();  // bits/dim of the first EMA on bpd_samples images (train_bpd.cpp)
   void print(const std::string& line) const;
   void progress_bar() const;
-  // --- sample grids (train_sample.cpp) ---
+  // --- sample grids and FID (train_sample.cpp) ---
   void write_sample_grid();
+  void setup_fid();     // every rank: extractor and reference statistics (cached)
+  void evaluate_fid();  // every rank at the same step; rank 0 logs and exports
 
   TrainConfig config_;
   dist::Communicator& comm_;
@@ -107,6 +116,7 @@ class Trainer {
   std::unique_ptr<dist::GradientReducer> reducer_;
   std::unique_ptr<EmaSet> ema_;
   std::unique_ptr<CheckpointStore> store_;
+  std::unique_ptr<FidEvaluation> fid_;  // when fid_every > 0
 
   // Progress (all saved in checkpoints).
   int64_t step_ = 0, images_seen_ = 0;
@@ -126,6 +136,10 @@ class Trainer {
   Clock::time_point run_start_ = Clock::now();
   bool tty_ = false;
 };
+
+// A U-Net with the EMA weights `ema` (parameters by name; the rest as in `live`), in eval mode.
+model::UNet ema_model(const TrainConfig& config, const model::UNet& live, const model::TensorDict& ema,
+                      const c10::Device& device);
 
 // RAII autocast on CUDA for bf16/fp16 (no-op when `dtype` is nullopt).
 class AutocastScope {

@@ -17,6 +17,15 @@ namespace ddpm::monitoring {
 enum class StepPhase { data, forward_backward, allreduce_wait, optimizer, ema };
 const char* phase_name(StepPhase p);
 
+// The CUDA caching allocator's counters for one device (c10::cuda::CUDACachingAllocator::
+// getDeviceStats, aggregate pool): bytes handed to tensors now, held from the driver now, and the
+// most handed to tensors since the process started (or the allocator's peak was last reset).
+struct GpuMemory {
+  double allocated_bytes = 0;
+  double reserved_bytes = 0;
+  double peak_allocated_bytes = 0;
+};
+
 struct BuildInfo {
   std::string version;        // ddpm version (DDPM_VERSION)
   std::string torch_version;  // LibTorch version
@@ -56,7 +65,9 @@ class Metrics {
   void set_bits_per_dim(const std::string& ema_rate, std::int64_t samples, double bpd);
   void set_world_size(int n);
   void set_build_info(const BuildInfo& info);
-  void set_gpu_memory_bytes(int device, double allocated_bytes);
+  void set_gpu_memory_bytes(int device, double allocated_bytes);  // ddpm_gpu_memory_allocated_bytes only
+  // ddpm_gpu_memory_{allocated,reserved,peak_allocated}_bytes{device="<index>"}.
+  void set_gpu_memory(int device, const GpuMemory& memory);
   // Reads the resident set size of this process from /proc/self/statm (0 where unavailable).
   void update_process_memory();
   void set_exit_status(int status);  // ddpm_exit_status, set before the final push

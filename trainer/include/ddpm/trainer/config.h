@@ -75,12 +75,19 @@ struct TrainConfig {
   int64_t sample_count = 64;
   int64_t sample_seed = 1234;        // fixed noise, so grids are comparable over time
   int64_t fid_every = 0;             // steps between FID evaluations, 0 = off
-  int64_t fid_samples = 10000;
-  std::string fid_weights;           // InceptionV3 FID weights file ("" = domain extractor)
+  int64_t fid_samples = 10000;       // samples per FID evaluation, total over all ranks
+  std::string fid_extractor;         // domain:PATH | inception:PATH | torchscript:PATH (required
+                                     // when fid_every > 0)
+  std::string fid_sampling = "ddim50";  // respacing of the FID samples ("N", "a,b,c" or "ddimN")
+  std::string fid_stats;             // reference-stats HDF5 cache ("" = fid_stats.h5 beside --data)
   // --- logging and metrics ---
   int64_t log_every = 100;
   std::string metrics_addr = "none"; // HOST:PORT of the Prometheus exporter, or none
   std::string pushgateway;           // HOST:PORT of a Pushgateway, "" = off
+  // --- bits/dim during training (ddpm_bpd; the full bound: bpd_samples x T forward passes) ---
+  int64_t bpd_every = 0;             // steps between bits/dim evaluations with the first EMA, 0 = off
+  int64_t bpd_samples = 64;          // the first N images of bpd_data, split over the ranks
+  std::string bpd_data;              // HDF5 images to evaluate ("" = the training set, --data)
 };
 
 // One entry per TrainConfig field, in declaration order.

@@ -1,0 +1,218 @@
+// FID during training (--fid-every) and ddpm_eval --fid on a tiny run (8x8 grey bars, tiny U-Net,
+// T = 4) with a tiny TorchScript extractor from fid_train_reference.py: the 2-rank training's
+// FID equals 1-rank ddpm_eval on the saved checkpoints and the float64 numpy FID of the same
+// samples; the reference statistics are cached once and reused; configuration errors.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "ddpm/trainer/config.h"
+#include "ddpm/trainer/fid_eval.h"
+#include "testing/testing.h"
+#include "trainer/loop/loop_fixtures.h"
+
+namespace ddpm::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::string bin(const std::string& name) { return ddpm::testing::binary_dir() + "/bin/" + name; }
+std::string mpirun(int np) {
+  return std::string(DDPM_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe ";
+}
+std::string golden_path(const std::string& file) { return ddpm::testing::binary_dir() + "/golden/" + file; }
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int run(const std::string& cmd, const std::string& log) {
+  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+std::vector<json> events(const std::string& log_jsonl, const std::string& event) {
+  std::vector<json> out;
+  std::ifstream in(log_jsonl);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    json j = json::parse(line);
+    if (j.value("event", "") == event) out.push_back(j);
+  }
+  return out;
+}
+
+void expect_rel(double actual, double expected, double rtol, const std::string& label) {
+  const double diff = std::abs(actual - expected);
+  std::cout << "[maxdiff] " << label << ": " << actual << " vs " << expected << ", abs " << diff << " rel "
+            << diff / std::max(1e-300, std::abs(expected)) << " (rtol " << rtol << ")" << std::endl;
+  EXPECT_LE(diff, rtol * std::abs(expected)) << label;
+}
+
+class FidTrain : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = ddpm::testing::temp_dir("fid_train");
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    testing::write_tiny_dataset(dir_ + "/data.h5", 64);
+  }
+  static std::string train_flags(const std::string& run_dir, int64_t max_steps) {
+    return " --data " + dir_ + "/data.h5 --run-dir " + run_dir +
+           " --model tiny --model-overrides '{\"in_channels\":1,\"out_channels\":1}' --schedule cosine"
+           " --diffusion-steps 4 --global-batch 8 --lr 1e-3 --ema-rates 0.9,0.99 --seed 3 --sample-seed 5"
+           " --save-every 2 --keep-last 0 --log-every 1 --metrics-addr none --max-steps " +
+           std::to_string(max_steps) + " --fid-every 2 --fid-samples 12 --fid-sampling 2 --fid-extractor torchscript:" +
+           golden_path("fid_train_extractor.pt") + " --fid-stats " + dir_ + "/stats/fid_stats.h5";
+  }
+  static std::string dir_;
+};
+std::string FidTrain::dir_;
+
+TEST_F(FidTrain, RankBatchesDoNotDependOnWorldSize) {
+  EXPECT_EQ(fid_rank_range(12, 8, 0, 1), std::make_pair<int64_t, int64_t>(0, 12));
+  EXPECT_EQ(fid_rank_range(12, 8, 0, 2), std::make_pair<int64_t, int64_t>(0, 8));
+  EXPECT_EQ(fid_rank_range(12, 8, 1, 2), std::make_pair<int64_t, int64_t>(8, 12));
+  EXPECT_EQ(fid_rank_range(12, 8, 0, 3), std::make_pair<int64_t, int64_t>(0, 0));
+  EXPECT_EQ(fid_rank_range(12, 8, 2, 3), std::make_pair<int64_t, int64_t>(8, 12));
+  EXPECT_EQ(fid_rank_range(10, 2, 1, 2), std::make_pair<int64_t, int64_t>(4, 10));
+}
+
+// Two ranks train with --fid-every 2 for 3 steps (FID at 2 and, at the end, 3), then resume to 4.
+TEST_F(FidTrain, TwoRankTrainingFidMatchesEvalAndNumpy) {
+  const std::string run_dir = dir_ + "/run", stats = dir_ + "/stats/fid_stats.h5";
+  ASSERT_EQ(run(mpirun(2) + bin("ddpm_train") + train_flags(run_dir, 3), dir_ + "/train1.txt"), 0)
+      << read_text(dir_ + "/train1.txt");
+  const std::string out1 = read_text(dir_ + "/train1.txt");
+  EXPECT_NE(out1.find("fid step=2 value="), std::string::npos) << out1;
+  EXPECT_NE(out1.find("extractor=torchscript:fid_train_extractor.pt samples=12 seconds="), std::string::npos) << out1;
+  EXPECT_NE(out1.find("computed from 64 images"), std::string::npos) << out1;
+
+  const std::string log = run_dir + "/log.jsonl";
+  auto refs = events(log, "fid_reference");
+  ASSERT_EQ(refs.size(), 1u);
+  EXPECT_FALSE(refs[0]["cached"].get<bool>());
+  EXPECT_EQ(refs[0]["count"], 64);
+  auto fids = events(log, "fid");
+  ASSERT_EQ(fids.size(), 2u) << "FID at step 2 (fid_every) and 3 (the end)";
+  std::map<int64_t, double> fid_at;
+  for (const auto& f : fids) {
+    EXPECT_EQ(f["extractor"], "torchscript:fid_train_extractor.pt");
+    EXPECT_EQ(f["samples"], 12);
+    EXPECT_EQ(f["ema_rate"], "0.9");
+    EXPECT_GT(f["fid"].get<double>(), 0.0);
+    fid_at[f["step"].get<int64_t>()] = f["fid"].get<double>();
+  }
+  ASSERT_EQ(fid_at.count(2), 1u);
+  ASSERT_EQ(fid_at.count(3), 1u);
+  EXPECT_NE(fid_at[2], fid_at[3]) << "the EMA model changed between steps 2 and 3";
+  ASSERT_TRUE(fs::exists(stats));
+  const auto stats_time = fs::last_write_time(stats);
+
+  // ddpm_eval --fid on one rank with the run's defaults: the same samples, hence the same FID.
+  for (int64_t step : {2, 3}) {
+    const std::string ckpt = run_dir + "/checkpoints/00000" + std::to_string(step);
+    const std::string js = dir_ + "/eval" + std::to_string(step) + ".json";
+    ASSERT_EQ(run(mpirun(1) + bin("ddpm_eval") + " --checkpoint " + ckpt + " --fid --out-json " + js,
+                  dir_ + "/eval.txt"), 0) << read_text(dir_ + "/eval.txt");
+    const std::string out = read_text(dir_ + "/eval.txt");
+    EXPECT_NE(out.find("loaded from the cache"), std::string::npos) << out;
+    EXPECT_NE(out.find("extractor=torchscript:fid_train_extractor.pt"), std::string::npos) << out;
+    const json j = json::parse(read_text(js));
+    EXPECT_EQ(j["fid_extractor"], "torchscript:fid_train_extractor.pt");
+    EXPECT_EQ(j["fid_samples"], 12);
+    EXPECT_EQ(j["ranks"], 1);
+    expect_rel(j["fid"].get<double>(), fid_at[step], 1e-6, "step " + std::to_string(step) + " 2-rank train vs 1-rank eval");
+  }
+
+  // The float64 numpy FID of the same samples (ddpm_sample: same seed, respacing and batches).
+  const char* py = std::getenv("DDPM_PYTHON");
+  ASSERT_TRUE(py && *py) << "DDPM_PYTHON is not set";
+  ASSERT_EQ(run(bin("ddpm_sample") + " --checkpoint " + run_dir + "/checkpoints/000002 --num-samples 12 --batch-size 8"
+                " --respacing 2 --seed 5 --out " + dir_ + "/s2.npz", dir_ + "/sample.txt"), 0)
+      << read_text(dir_ + "/sample.txt");
+  ASSERT_EQ(run(std::string(py) + " " + ddpm::testing::source_dir() + "/tests/reference/fid_train_reference.py --fid"
+                " --samples " + dir_ + "/s2.npz --data " + dir_ + "/data.h5 --golden " + golden_path("fid_train.h5") +
+                " --json " + dir_ + "/numpy.json", dir_ + "/numpy.txt"), 0) << read_text(dir_ + "/numpy.txt");
+  const json np = json::parse(read_text(dir_ + "/numpy.json"));
+  EXPECT_EQ(np["reference"], 64);
+  // float32 features (TorchScript) against float64 ones.
+  expect_rel(fid_at[2], np["fid"].get<double>(), 1e-4, "step 2 training FID vs numpy float64");
+
+  // Resume to step 4: the reference statistics come from the cache, the file is not rewritten.
+  ASSERT_EQ(run(mpirun(2) + bin("ddpm_train") + train_flags(run_dir, 4), dir_ + "/train2.txt"), 0)
+      << read_text(dir_ + "/train2.txt");
+  EXPECT_NE(read_text(dir_ + "/train2.txt").find("loaded from the cache"), std::string::npos)
+      << read_text(dir_ + "/train2.txt");
+  refs = events(log, "fid_reference");
+  ASSERT_EQ(refs.size(), 2u);
+  EXPECT_TRUE(refs[1]["cached"].get<bool>());
+  fids = events(log, "fid");
+  ASSERT_EQ(fids.size(), 3u);
+  EXPECT_EQ(fids[2]["step"], 4);
+  EXPECT_TRUE(fs::last_write_time(stats) == stats_time) << "the reference statistics were rewritten";
+}
+
+TEST_F(FidTrain, ConfigurationErrorsNameTheFlag) {
+  const std::string data = dir_ + "/data.h5";
+  auto parse = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"ddpm_train", "--data", data, "--run-dir", dir_ + "/x", "--max-steps", "2",
+                                     "--diffusion-steps", "100"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<const char*> argv;
+    for (const auto& a : args) argv.push_back(a.c_str());
+    return parse_train_args(static_cast<int>(argv.size()), argv.data());
+  };
+  const struct {
+    std::vector<std::string> args;
+    std::vector<std::string> expect;
+  } bad[] = {
+      {{"--fid-every", "5"}, {"--fid-extractor", "required", "--fid-every 5", "ddpm_fid_net"}},
+      {{"--fid-every", "5", "--fid-extractor", "resnet:x.pt"}, {"--fid-extractor", "unknown extractor kind 'resnet'"}},
+      {{"--fid-every", "5", "--fid-extractor", "x.pt"}, {"--fid-extractor", "no KIND:"}},
+      {{"--fid-every", "5", "--fid-extractor", "domain:"}, {"--fid-extractor", "no file after"}},
+      {{"--fid-every", "5", "--fid-extractor", "domain:a.pt", "--fid-sampling", "ddim500"},
+       {"--fid-sampling", "more steps than diffusion_steps 100"}},
+      {{"--fid-samples", "1"}, {"--fid-samples", ">= 2"}},
+  };
+  for (const auto& b : bad) {
+    try {
+      parse(b.args);
+      ADD_FAILURE() << "no error for " << b.args.front() << " " << b.args.back();
+    } catch (const std::invalid_argument& e) {
+      for (const auto& want : b.expect) EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(parse({"--fid-every", "5", "--fid-extractor", "inception:w.pth", "--fid-sampling", "ddim50"}));
+  EXPECT_NO_THROW(parse({"--fid-extractor", "nonsense"})) << "unused without --fid-every";
+
+  // A missing extractor file stops ddpm_train before any step, naming the file and the fix.
+  const std::string missing = dir_ + "/nowhere/net.pt";
+  EXPECT_EQ(run(bin("ddpm_train") + train_flags(dir_ + "/run_missing", 2) + " --fid-extractor domain:" + missing,
+                dir_ + "/missing.txt"), 1);
+  const std::string out = read_text(dir_ + "/missing.txt");
+  EXPECT_NE(out.find("the file " + missing + " does not exist"), std::string::npos) << out;
+  EXPECT_NE(out.find("ddpm_fid_net"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir_ + "/run_missing/checkpoints/000002")) << "it trained anyway";
+  EXPECT_EQ(run(bin("ddpm_eval") + " --checkpoint " + dir_ + "/run --fid --fid-extractor torchscript:" + missing,
+                dir_ + "/missing_eval.txt"), 1);
+  EXPECT_NE(read_text(dir_ + "/missing_eval.txt").find("torch.jit.save"), std::string::npos)
+      << read_text(dir_ + "/missing_eval.txt");
+}
+
+}  // namespace
+}  // namespace ddpm::trainer
