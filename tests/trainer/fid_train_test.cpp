@@ -1,7 +1,6 @@
-// FID during training (--fid-every) and ddpm_eval --fid on a tiny run (8x8 grey bars, tiny U-Net,
-// T = 4) with a tiny TorchScript extractor from fid_train_reference.py: the 2-rank training's
-// FID equals 1-rank ddpm_eval on the saved checkpoints and the float64 numpy FID of the same
-// samples; the reference statistics are cached once and reused; configuration errors.
+// FID during training and ddpm_eval --fid on a tiny run with a TorchScript extractor from
+// fid_train_reference.py: 2-rank training FID = 1-rank ddpm_eval = numpy float64; training
+// unchanged by FID; reference statistics cached once; configuration errors.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -16,6 +15,7 @@
 #include <map>
 #include <sstream>
 
+#include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/fid_eval.h"
 #include "testing/testing.h"
@@ -72,12 +72,14 @@ class FidTrain : public ::testing::Test {
     testing::write_tiny_dataset(dir_ + "/data.h5", 64);
   }
   static std::string train_flags(const std::string& run_dir, int64_t max_steps,
-                                 const std::string& extractor = golden_path("fid_train_extractor.pt")) {
-    return " --data " + dir_ + "/data.h5 --run-dir " + run_dir +
+                                 const std::string& extractor = golden_path("fid_train_extractor.pt"),
+                                 bool fid = true) {
+    const std::string common = " --data " + dir_ + "/data.h5 --run-dir " + run_dir +
            " --model tiny --model-overrides '{\"in_channels\":1,\"out_channels\":1}' --schedule cosine"
            " --diffusion-steps 4 --global-batch 8 --lr 1e-3 --ema-rates 0.9,0.99 --seed 3 --sample-seed 5"
            " --sample-respacing 2 --save-every 2 --keep-last 0 --log-every 1 --metrics-addr none --max-steps " +
-           std::to_string(max_steps) + " --fid-every 2 --fid-samples 12 --fid-sampling 2 --fid-extractor torchscript:" +
+           std::to_string(max_steps);
+    return !fid ? common : common + " --fid-every 2 --fid-samples 12 --fid-sampling 2 --fid-extractor torchscript:" +
            extractor + " --fid-stats " + dir_ + "/stats/fid_stats.h5";
   }
   static std::string dir_;
@@ -139,6 +141,17 @@ TEST_F(FidTrain, TwoRankTrainingFidMatchesEvalAndNumpy) {
     EXPECT_EQ(j["fid_samples"], 12);
     EXPECT_EQ(j["ranks"], 1);
     expect_rel(j["fid"].get<double>(), fid_at[step], 1e-6, "step " + std::to_string(step) + " 2-rank train vs 1-rank eval");
+  }
+
+  // FID leaves training alone: step 3 (after the FID at step 2) is bit-for-bit a run without FID.
+  ASSERT_EQ(run(mpirun(2) + bin("ddpm_train") + train_flags(dir_ + "/nofid", 3, "", false), dir_ + "/nofid.txt"), 0)
+      << read_text(dir_ + "/nofid.txt");
+  {
+    const TrainState with = load_checkpoint(run_dir + "/checkpoints/000003");
+    const TrainState without = load_checkpoint(dir_ + "/nofid/checkpoints/000003");
+    EXPECT_TRUE(testing::dicts_identical(with.model, without.model, "step 3 model.pt with vs without FID"));
+    ASSERT_EQ(with.emas.size(), 2u);
+    EXPECT_TRUE(testing::dicts_identical(with.emas[0].second, without.emas[0].second, "step 3 EMA 0.9"));
   }
 
   // The float64 numpy FID of the same samples (ddpm_sample: same seed, respacing and batches).
