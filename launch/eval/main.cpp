@@ -158,7 +158,8 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   if (!a.fid || a.bpd) j = run_bpd(a, m, comm, ctx);
   if (a.fid) {
-    for (auto& [key, value] : run_fid(a, m, comm, ctx).items()) j[key] = value;
+    const nlohmann::ordered_json fid = run_fid(a, m, comm, ctx);
+    for (const auto& [key, value] : fid.items()) j[key] = value;
   }
   if (comm.rank() != 0 || a.out_json.empty()) return 0;
   std::ofstream f(a.out_json);

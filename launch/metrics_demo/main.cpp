@@ -50,7 +50,7 @@ void update(Metrics& m, int step, const Options& o) {
     m.set_fid("0.9999", "torchscript:fmnist_net.pt", 1000, 50 * progress + 5);
     m.set_bits_per_dim("0.9999", 1000, 3 + progress);
   }
-  m.set_gpu_memory_bytes(0, 1.5e9);
+  m.set_gpu_memory(0, {1.5e9, 2.0e9, 1.8e9});  // allocated, reserved, peak allocated
   m.update_process_memory();
 }
 

@@ -1,7 +1,6 @@
-// FID during training (--fid-every) and ddpm_eval --fid on a tiny run (8x8 grey bars, tiny U-Net,
-// T = 4) with a tiny TorchScript extractor from fid_train_reference.py: the 2-rank training's
-// FID equals 1-rank ddpm_eval on the saved checkpoints and the float64 numpy FID of the same
-// samples; the reference statistics are cached once and reused; configuration errors.
+// FID during training and ddpm_eval --fid on a tiny run with a TorchScript extractor from
+// fid_train_reference.py: 2-rank training FID = 1-rank ddpm_eval = numpy float64; training
+// unchanged by FID; reference statistics cached once; configuration errors.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -16,6 +15,7 @@
 #include <map>
 #include <sstream>
 
+#include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/fid_eval.h"
 #include "testing/testing.h"
@@ -71,25 +71,29 @@ class FidTrain : public ::testing::Test {
     fs::create_directories(dir_);
     testing::write_tiny_dataset(dir_ + "/data.h5", 64);
   }
-  static std::string train_flags(const std::string& run_dir, int64_t max_steps) {
-    return " --data " + dir_ + "/data.h5 --run-dir " + run_dir +
+  static std::string train_flags(const std::string& run_dir, int64_t max_steps,
+                                 const std::string& extractor = golden_path("fid_train_extractor.pt"),
+                                 bool fid = true) {
+    const std::string common = " --data " + dir_ + "/data.h5 --run-dir " + run_dir +
            " --model tiny --model-overrides '{\"in_channels\":1,\"out_channels\":1}' --schedule cosine"
            " --diffusion-steps 4 --global-batch 8 --lr 1e-3 --ema-rates 0.9,0.99 --seed 3 --sample-seed 5"
-           " --save-every 2 --keep-last 0 --log-every 1 --metrics-addr none --max-steps " +
-           std::to_string(max_steps) + " --fid-every 2 --fid-samples 12 --fid-sampling 2 --fid-extractor torchscript:" +
-           golden_path("fid_train_extractor.pt") + " --fid-stats " + dir_ + "/stats/fid_stats.h5";
+           " --sample-respacing 2 --save-every 2 --keep-last 0 --log-every 1 --metrics-addr none --max-steps " +
+           std::to_string(max_steps);
+    return !fid ? common : common + " --fid-every 2 --fid-samples 12 --fid-sampling 2 --fid-extractor torchscript:" +
+           extractor + " --fid-stats " + dir_ + "/stats/fid_stats.h5";
   }
   static std::string dir_;
 };
 std::string FidTrain::dir_;
 
 TEST_F(FidTrain, RankBatchesDoNotDependOnWorldSize) {
-  EXPECT_EQ(fid_rank_range(12, 8, 0, 1), std::make_pair<int64_t, int64_t>(0, 12));
-  EXPECT_EQ(fid_rank_range(12, 8, 0, 2), std::make_pair<int64_t, int64_t>(0, 8));
-  EXPECT_EQ(fid_rank_range(12, 8, 1, 2), std::make_pair<int64_t, int64_t>(8, 12));
-  EXPECT_EQ(fid_rank_range(12, 8, 0, 3), std::make_pair<int64_t, int64_t>(0, 0));
-  EXPECT_EQ(fid_rank_range(12, 8, 2, 3), std::make_pair<int64_t, int64_t>(8, 12));
-  EXPECT_EQ(fid_rank_range(10, 2, 1, 2), std::make_pair<int64_t, int64_t>(4, 10));
+  using Range = std::pair<int64_t, int64_t>;
+  EXPECT_EQ(fid_rank_range(12, 8, 0, 1), Range(0, 12));
+  EXPECT_EQ(fid_rank_range(12, 8, 0, 2), Range(0, 8));
+  EXPECT_EQ(fid_rank_range(12, 8, 1, 2), Range(8, 12));
+  EXPECT_EQ(fid_rank_range(12, 8, 0, 3), Range(0, 0));
+  EXPECT_EQ(fid_rank_range(12, 8, 2, 3), Range(8, 12));
+  EXPECT_EQ(fid_rank_range(10, 2, 1, 2), Range(4, 10));
 }
 
 // Two ranks train with --fid-every 2 for 3 steps (FID at 2 and, at the end, 3), then resume to 4.
@@ -137,6 +141,17 @@ TEST_F(FidTrain, TwoRankTrainingFidMatchesEvalAndNumpy) {
     EXPECT_EQ(j["fid_samples"], 12);
     EXPECT_EQ(j["ranks"], 1);
     expect_rel(j["fid"].get<double>(), fid_at[step], 1e-6, "step " + std::to_string(step) + " 2-rank train vs 1-rank eval");
+  }
+
+  // FID leaves training alone: step 3 (after the FID at step 2) is bit-for-bit a run without FID.
+  ASSERT_EQ(run(mpirun(2) + bin("ddpm_train") + train_flags(dir_ + "/nofid", 3, "", false), dir_ + "/nofid.txt"), 0)
+      << read_text(dir_ + "/nofid.txt");
+  {
+    const TrainState with = load_checkpoint(run_dir + "/checkpoints/000003");
+    const TrainState without = load_checkpoint(dir_ + "/nofid/checkpoints/000003");
+    EXPECT_TRUE(testing::dicts_identical(with.model, without.model, "step 3 model.pt with vs without FID"));
+    ASSERT_EQ(with.emas.size(), 2u);
+    EXPECT_TRUE(testing::dicts_identical(with.emas[0].second, without.emas[0].second, "step 3 EMA 0.9"));
   }
 
   // The float64 numpy FID of the same samples (ddpm_sample: same seed, respacing and batches).
@@ -202,15 +217,16 @@ TEST_F(FidTrain, ConfigurationErrorsNameTheFlag) {
 
   // A missing extractor file stops ddpm_train before any step, naming the file and the fix.
   const std::string missing = dir_ + "/nowhere/net.pt";
-  EXPECT_EQ(run(bin("ddpm_train") + train_flags(dir_ + "/run_missing", 2) + " --fid-extractor domain:" + missing,
+  EXPECT_EQ(run(bin("ddpm_train") + train_flags(dir_ + "/run_missing", 2, missing),
                 dir_ + "/missing.txt"), 1);
   const std::string out = read_text(dir_ + "/missing.txt");
   EXPECT_NE(out.find("the file " + missing + " does not exist"), std::string::npos) << out;
-  EXPECT_NE(out.find("ddpm_fid_net"), std::string::npos) << out;
+  EXPECT_NE(out.find("torch.jit.save"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(dir_ + "/run_missing/checkpoints/000002")) << "it trained anyway";
-  EXPECT_EQ(run(bin("ddpm_eval") + " --checkpoint " + dir_ + "/run --fid --fid-extractor torchscript:" + missing,
+  if (!fs::exists(dir_ + "/run/checkpoints")) return;  // TwoRankTrainingFidMatchesEvalAndNumpy made it
+  EXPECT_EQ(run(bin("ddpm_eval") + " --checkpoint " + dir_ + "/run --fid --fid-extractor domain:" + missing,
                 dir_ + "/missing_eval.txt"), 1);
-  EXPECT_NE(read_text(dir_ + "/missing_eval.txt").find("torch.jit.save"), std::string::npos)
+  EXPECT_NE(read_text(dir_ + "/missing_eval.txt").find("ddpm_fid_net --data"), std::string::npos)
       << read_text(dir_ + "/missing_eval.txt");
 }
 
