@@ -288,6 +288,11 @@ TEST_F(FidTrain, ConfigurationErrorsNameTheFlag) {
   }
   EXPECT_NO_THROW(parse({"--fid-every", "5", "--fid-extractor", "inception:w.pth", "--fid-sampling", "ddim50"}));
   EXPECT_NO_THROW(parse({"--fid-extractor", "nonsense"})) << "unused without --fid-every";
+  // Run dirs of earlier versions hold the retired key fid_weights: they still load and resume.
+  Json saved = to_json(*parse({}).config);
+  saved["fid_weights"] = "";
+  EXPECT_NO_THROW(config_from_json(saved, "old state.json"));
+  EXPECT_TRUE(resume_differences(saved, to_json(*parse({}).config)).empty());
 
   // A missing extractor file stops ddpm_train before any step, naming the file and the fix.
   const std::string missing = dir_ + "/nowhere/net.pt";
