@@ -1,14 +1,21 @@
 // FID during training and ddpm_eval --fid on a tiny run with a TorchScript extractor from
 // fid_train_reference.py: 2-rank training FID = 1-rank ddpm_eval = numpy float64; training
-// unchanged by FID; reference statistics cached once; configuration errors.
+// unchanged by FID; reference statistics cached once; ddpm_fid pushed; configuration errors.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -54,6 +61,40 @@ std::vector<json> events(const std::string& log_jsonl, const std::string& event)
     if (j.value("event", "") == event) out.push_back(j);
   }
   return out;
+}
+
+// A free TCP port on 127.0.0.1 (bound to port 0 and released).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  ::close(fd);
+  return ok ? ntohs(a.sin_port) : 0;
+}
+
+// Debian's prometheus-pushgateway on `port` (its persistence file in `dir`), ready; 0 on failure.
+pid_t start_pushgateway(int port, const std::string& dir) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string listen = "--web.listen-address=127.0.0.1:" + std::to_string(port);
+    const std::string persist = "--persistence.file=" + dir + "/pushgateway.data";
+    const std::string log = dir + "/pushgateway.txt";
+    if (!std::freopen(log.c_str(), "w", stdout) || !std::freopen(log.c_str(), "a", stderr)) ::_exit(127);
+    ::execlp("prometheus-pushgateway", "prometheus-pushgateway", listen.c_str(), persist.c_str(), nullptr);
+    ::_exit(127);
+  }
+  const std::string ready = "curl -sf http://127.0.0.1:" + std::to_string(port) + "/-/ready > /dev/null 2>&1";
+  for (int i = 0; i < 100; ++i) {
+    if (std::system(ready.c_str()) == 0) return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ::kill(pid, SIGTERM);
+  ::waitpid(pid, nullptr, 0);
+  return 0;
 }
 
 void expect_rel(double actual, double expected, double rtol, const std::string& label) {
@@ -182,6 +223,39 @@ TEST_F(FidTrain, TwoRankTrainingFidMatchesEvalAndNumpy) {
   EXPECT_TRUE(fs::last_write_time(stats) == stats_time) << "the reference statistics were rewritten";
 }
 
+// The FID reaches the Pushgateway as ddpm_fid{ema_rate, extractor, samples} (final push at exit).
+TEST_F(FidTrain, FidIsPushedWithItsExtractor) {
+  if (std::system("command -v prometheus-pushgateway > /dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "prometheus-pushgateway is not installed (Debian package prometheus-pushgateway)";
+  }
+  const std::string work = dir_ + "/push";
+  fs::create_directories(work);
+  const int port = free_port();
+  ASSERT_GT(port, 0);
+  const pid_t gw = start_pushgateway(port, work);
+  ASSERT_GT(gw, 0) << read_text(work + "/pushgateway.txt");
+  const int rc = run(bin("ddpm_train") + train_flags(work + "/run", 2) + " --pushgateway 127.0.0.1:" +
+                     std::to_string(port), work + "/train.txt");
+  const int got = run("curl -sf http://127.0.0.1:" + std::to_string(port) + "/metrics", work + "/metrics.txt");
+  ::kill(gw, SIGTERM);
+  ::waitpid(gw, nullptr, 0);
+  ASSERT_EQ(rc, 0) << read_text(work + "/train.txt");
+  ASSERT_EQ(got, 0) << read_text(work + "/metrics.txt");
+  const auto fids = events(work + "/run/log.jsonl", "fid");
+  ASSERT_EQ(fids.size(), 1u);
+  std::istringstream metrics(read_text(work + "/metrics.txt"));
+  int found = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    if (line.rfind("ddpm_fid{", 0) != 0) continue;
+    ++found;
+    EXPECT_NE(line.find("ema_rate=\"0.9\""), std::string::npos) << line;
+    EXPECT_NE(line.find("extractor=\"torchscript:fid_train_extractor.pt\""), std::string::npos) << line;
+    EXPECT_NE(line.find("samples=\"12\""), std::string::npos) << line;
+    expect_rel(std::stod(line.substr(line.rfind(' ') + 1)), fids[0]["fid"].get<double>(), 1e-9, "pushed ddpm_fid");
+  }
+  EXPECT_EQ(found, 1) << read_text(work + "/metrics.txt");
+}
+
 TEST_F(FidTrain, ConfigurationErrorsNameTheFlag) {
   const std::string data = dir_ + "/data.h5";
   auto parse = [&](std::vector<std::string> extra) {
@@ -214,6 +288,11 @@ TEST_F(FidTrain, ConfigurationErrorsNameTheFlag) {
   }
   EXPECT_NO_THROW(parse({"--fid-every", "5", "--fid-extractor", "inception:w.pth", "--fid-sampling", "ddim50"}));
   EXPECT_NO_THROW(parse({"--fid-extractor", "nonsense"})) << "unused without --fid-every";
+  // Run dirs of earlier versions hold the retired key fid_weights: they still load and resume.
+  Json saved = to_json(*parse({}).config);
+  saved["fid_weights"] = "";
+  EXPECT_NO_THROW(config_from_json(saved, "old state.json"));
+  EXPECT_TRUE(resume_differences(saved, to_json(*parse({}).config)).empty());
 
   // A missing extractor file stops ddpm_train before any step, naming the file and the fix.
   const std::string missing = dir_ + "/nowhere/net.pt";
