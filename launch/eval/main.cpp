@@ -119,7 +119,7 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
                  : !c.fid_stats.empty() ? c.fid_stats
                                         : ddpm::trainer::default_fid_stats_path(s.data, c.run_dir);
   s.seed = static_cast<uint64_t>(a.seed >= 0 ? a.seed : c.sample_seed);
-  s.batch_size = a.fid_batch > 0 ? a.fid_batch : c.global_batch;
+  s.batch_size = a.fid_batch > 0 ? a.fid_batch : ddpm::trainer::fid_batch_size(c);
   s.clip_denoised = a.clip_denoised;
   const auto print = [](const std::string& line) { std::cout << line << std::endl; };
   ddpm::trainer::FidEvaluation fid(s, comm, ctx.device(), print);

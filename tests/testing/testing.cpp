@@ -4,9 +4,13 @@
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
 
+#include <sys/wait.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 namespace ddpm::testing {
 
@@ -58,5 +62,18 @@ std::string temp_dir(const std::string& name) {
 }
 
 bool cuda_available() { return torch::cuda::is_available(); }
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int run_command(const std::string& cmd, const std::string& log, bool cpu_only) {
+  const std::string env = cpu_only ? "export CUDA_VISIBLE_DEVICES=; " : "";
+  const int rc = std::system((env + cmd + " > " + log + " 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
 
 }  // namespace ddpm::testing

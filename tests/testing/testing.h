@@ -27,6 +27,14 @@ std::string temp_dir(const std::string& name);
 
 bool cuda_available();
 
+// The text of a file ("" when it cannot be read).
+std::string read_text(const std::string& path);
+// Runs `cmd` through the shell with stdout and stderr in `log`; returns its exit status (128 +
+// signal when killed). With cpu_only the programs it starts see no GPU: tests that compare bytes
+// across rank counts or against in-process CPU results run their binaries on the CPU, because GPU
+// kernels (batch-size dependent algorithms) do not promise that.
+int run_command(const std::string& cmd, const std::string& log, bool cpu_only);
+
 }  // namespace ddpm::testing
 
 // Skips the current test when no CUDA device is present (label `gpu` tests).

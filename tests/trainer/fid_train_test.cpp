@@ -40,17 +40,9 @@ std::string mpirun(int np) {
 }
 std::string golden_path(const std::string& file) { return ddpm::testing::binary_dir() + "/golden/" + file; }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ddpm::testing::read_text;
 
-int run(const std::string& cmd, const std::string& log) {
-  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
+int run(const std::string& cmd, const std::string& log) { return ddpm::testing::run_command(cmd, log, /*cpu_only=*/true); }
 
 std::vector<json> events(const std::string& log_jsonl, const std::string& event) {
   std::vector<json> out;
@@ -182,6 +174,14 @@ TEST_F(FidTrain, TwoRankTrainingFidMatchesEvalAndNumpy) {
     EXPECT_EQ(j["fid_samples"], 12);
     EXPECT_EQ(j["ranks"], 1);
     expect_rel(j["fid"].get<double>(), fid_at[step], 1e-6, "step " + std::to_string(step) + " 2-rank train vs 1-rank eval");
+  }
+  // Another sampling batch draws the same samples (seeded by global index): only the summation
+  // order of the batched network calls changes.
+  {
+    const std::string js = dir_ + "/eval_b5.json";
+    ASSERT_EQ(run(mpirun(1) + bin("ddpm_eval") + " --checkpoint " + run_dir + "/checkpoints/000003 --fid --fid-batch 5" +
+                      " --out-json " + js, dir_ + "/eval_b5.txt"), 0) << read_text(dir_ + "/eval_b5.txt");
+    expect_rel(json::parse(read_text(js))["fid"].get<double>(), fid_at[3], 1e-4, "step 3 --fid-batch 5 vs the run's batch");
   }
 
   // FID leaves training alone: step 3 (after the FID at step 2) is bit-for-bit a run without FID.

@@ -38,20 +38,9 @@ std::string mpirun(int np) {
          std::string(DDPM_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe ";
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ddpm::testing::read_text;
 
-// Runs `cmd` through the shell, output in `log`; returns the exit status. The binaries run on the
-// CPU even where a GPU is present: the test compares bytes across rank counts and against
-// in-process CPU results, which GPU kernels (batch-size dependent algorithms) do not promise.
-int run(const std::string& cmd, const std::string& log) {
-  const int rc = std::system(("export CUDA_VISIBLE_DEVICES=; " + cmd + " > " + log + " 2>&1").c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
+int run(const std::string& cmd, const std::string& log) { return ddpm::testing::run_command(cmd, log, /*cpu_only=*/true); }
 
 void write_dataset(const std::string& path) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);

@@ -111,6 +111,8 @@ std::vector<Field> build_fields() {
            &C::fid_sampling, true),
       make("fid_stats", smp, "reference-statistics HDF5 cache (\"\" = fid_stats.h5 beside --data, or in "
            "the run dir when that folder is read-only)", &C::fid_stats, true),
+      make("fid_batch", smp, "samples per FID sampling batch (0 = --global-batch; larger is faster on a GPU)",
+           &C::fid_batch, true),
       make("log_every", log, "steps between log lines", &C::log_every, true),
       make("metrics_addr", log, "HOST:PORT of the Prometheus exporter on rank 0, or none",
            &C::metrics_addr, true),

@@ -157,6 +157,7 @@ void check_outputs(const TrainConfig& c) {
   at_least("sample_count", c.sample_count, 1);
   at_least("fid_every", c.fid_every, 0, "0 turns FID off");
   at_least("fid_samples", c.fid_samples, 2, "a covariance needs two samples");
+  at_least("fid_batch", c.fid_batch, 0, "0 uses --global-batch");
   if (c.fid_every > 0) {
     if (c.fid_extractor.empty()) {
       bad("fid_extractor", "is required with --fid-every " + std::to_string(c.fid_every) +
@@ -214,6 +215,8 @@ BatchPlan plan_batch(const TrainConfig& c, int world_size) {
   p.num_microbatches = p.per_rank_batch / p.microbatch;
   return p;
 }
+
+int64_t fid_batch_size(const TrainConfig& c) { return c.fid_batch > 0 ? c.fid_batch : c.global_batch; }
 
 int64_t total_steps(const TrainConfig& c) {
   const int64_t by_images = c.max_images > 0 ? (c.max_images + c.global_batch - 1) / c.global_batch : 0;

@@ -87,7 +87,7 @@ void Trainer::setup_fid() {
   s.stats_path = config_.fid_stats.empty() ? default_fid_stats_path(config_.data, config_.run_dir) : config_.fid_stats;
   s.data = config_.data;
   s.seed = static_cast<uint64_t>(config_.sample_seed);
-  s.batch_size = config_.global_batch;  // fixed batches of global indices: any world size samples alike
+  s.batch_size = fid_batch_size(config_);  // fixed batches of global indices: any world size samples alike
   const auto t0 = Clock::now();
   fid_ = std::make_unique<FidEvaluation>(s, comm_, device_, [this](const std::string& line) { print(line); });
   if (rank_ != 0) return;

@@ -25,18 +25,9 @@ namespace fs = std::filesystem;
 
 std::string train_bin() { return ddpm::testing::binary_dir() + "/bin/ddpm_train"; }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ddpm::testing::read_text;
 
-// Runs `cmd` through the shell with output in `log`; returns the exit status.
-int run(const std::string& cmd, const std::string& log) {
-  const int rc = std::system((cmd + " > " + log + " 2>&1").c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
-}
+int run(const std::string& cmd, const std::string& log) { return ddpm::testing::run_command(cmd, log, /*cpu_only=*/false); }
 
 std::string tiny_flags(const std::string& data, const std::string& run_dir, int64_t max_steps) {
   return " --data " + data + " --run-dir " + run_dir + " --model tiny --model-overrides '{\"in_channels\":1,"

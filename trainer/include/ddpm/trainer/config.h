@@ -80,6 +80,7 @@ struct TrainConfig {
                                      // when fid_every > 0)
   std::string fid_sampling = "ddim50";  // respacing of the FID samples ("N", "a,b,c" or "ddimN")
   std::string fid_stats;             // reference-stats HDF5 cache ("" = fid_stats.h5 beside --data)
+  int64_t fid_batch = 0;             // samples per FID sampling batch (0 = global_batch)
   // --- logging and metrics ---
   int64_t log_every = 100;
   std::string metrics_addr = "none"; // HOST:PORT of the Prometheus exporter, or none
@@ -130,6 +131,10 @@ struct BatchPlan {
   int64_t num_microbatches = 0;
 };
 BatchPlan plan_batch(const TrainConfig& config, int world_size);
+
+// Samples per FID sampling batch: fid_batch, or global_batch when it is 0. Samples are seeded by
+// global index, so this changes the cost, not which samples are drawn.
+int64_t fid_batch_size(const TrainConfig& config);
 
 // Optimizer steps the run lasts: max_steps, or the steps to see max_images, whichever is smaller.
 int64_t total_steps(const TrainConfig& config);
