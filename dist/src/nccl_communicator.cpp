@@ -100,7 +100,8 @@ struct NcclCommunicator::Impl {
 
 #define DDPM_NCCL_CALL(call) impl_->check((call), #call, __FILE__, __LINE__)
 
-NcclCommunicator::NcclCommunicator(MPI_Comm comm, int cuda_device) {
+NcclCommunicator::NcclCommunicator(MPI_Comm comm, int cuda_device)
+    : device_(c10::kCUDA, static_cast<c10::DeviceIndex>(cuda_device)) {
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(cuda_device));
   impl_ = std::make_unique<Impl>(cuda_device,
                                  c10::cuda::getStreamFromPool(true, static_cast<c10::DeviceIndex>(cuda_device)));

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   try {
     const auto& ctx = mpi.context();
     comm = ddpm::dist::make_communicator(ctx, ddpm::dist::parse_backend(backend));
-    const at::Device device = comm->backend() == "nccl" ? ctx.device() : at::Device(at::kCPU);
+    const at::Device device = comm->device();
     // Rank r contributes r + 1 in every element: the sum is n (n + 1) / 2.
     at::Tensor x = at::full({1 << 20}, static_cast<float>(ctx.rank + 1), at::TensorOptions(device));
     comm->all_reduce(x);

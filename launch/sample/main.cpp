@@ -113,8 +113,8 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   }
   const std::vector<int64_t> hwc = {0, req.height, req.width, req.channels};
   at::Tensor mine_images = images.empty() ? at::empty(hwc, at::kByte) : at::cat(images, 0);  // (n, H, W, C)
-  // Gathered in uint8 over MPI on the CPU (a CUDA communicator gets device tensors).
-  const c10::Device comm_device = comm.backend() == "nccl" ? ctx.device() : c10::Device(c10::kCPU);
+  // Gathered in uint8 where the communicator works (CPU for MPI, the GPU for NCCL).
+  const c10::Device comm_device = comm.device();
   std::vector<at::Tensor> all = comm.all_gather_v(mine_images.to(comm_device));
   std::vector<at::Tensor> all_labels;
   if (m.unet->options().num_classes.value_or(0) > 0) {

@@ -60,7 +60,7 @@ std::pair<double, double> measure(ddpm::dist::Communicator& comm, const at::Devi
 
 int run(const ddpm::dist::Context& ctx, const Options& o, std::unique_ptr<ddpm::dist::Communicator>& comm) {
   comm = ddpm::dist::make_communicator(ctx, ddpm::dist::parse_backend(o.backend));
-  const at::Device device = comm->backend() == "nccl" ? ctx.device() : at::Device(at::kCPU);
+  const at::Device device = comm->device();
   const int n = comm->world_size();
   if (ctx.rank == 0) {
     std::printf("# ddpm_bench_allreduce: backend %s%s, %d ranks, device %s, float32 in place, sum\n",

@@ -172,7 +172,7 @@ void bench(ddpm::dist::Communicator& comm, const at::Device& dev, const std::str
 int run(const ddpm::dist::Context& ctx, const Options& a, std::unique_ptr<ddpm::dist::Communicator>& comm) {
   at::set_num_threads(static_cast<int>(a.threads));
   comm = ddpm::dist::make_communicator(ctx, ddpm::dist::parse_backend(a.backend));
-  const at::Device dev = comm->backend() == "nccl" ? ctx.device() : at::Device(at::kCPU);
+  const at::Device dev = comm->device();
   if (ctx.rank == 0) {
     std::printf("# ddpm_bench_overlap: backend %s, %d ranks, device %s, %lld intra-op threads/rank, %lld steps "
                 "(+%lld warm-up), buckets %.1f MiB (first %.1f MiB); times in ms, max over ranks\n",

@@ -44,7 +44,7 @@ BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& d
     sums.slice(0, 3 + 2 * T, 3 + 3 * T).add_(terms.xstart_mse.to(at::kDouble).sum(0).cpu());
     if (progress) progress(b + 1, batches);
   }
-  at::Tensor reduced = comm.backend() == "nccl" ? sums.to(device) : sums;  // NCCL reduces CUDA tensors
+  at::Tensor reduced = sums.to(comm.device());
   comm.all_reduce(reduced, dist::ReduceOp::kSum);
   reduced = reduced.cpu();
   BpdSummary s;

@@ -37,7 +37,7 @@ void Trainer::seed_rank(int64_t step) {
 }
 
 at::Tensor Trainer::to_comm(const at::Tensor& t) const {
-  return comm_.backend() == "nccl" ? t.to(device_).contiguous() : t.cpu().contiguous();
+  return t.to(comm_.device()).contiguous();
 }
 
 // --- resume -----------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual std::string backend() const = 0;  // "mpi", "nccl", "single"
+  // Where its collectives take tensors without staging copies: NCCL's CUDA device, else the CPU.
+  virtual c10::Device device() const { return c10::Device(c10::kCPU); }
 
   // In place; any shape, contiguous or not.
   virtual std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, ReduceOp op) = 0;

@@ -22,6 +22,7 @@ class NcclCommunicator : public Communicator {
   int rank() const override { return rank_; }
   int world_size() const override { return size_; }
   std::string backend() const override { return "nccl"; }
+  c10::Device device() const override { return device_; }
   std::shared_ptr<Work> all_reduce_async(const at::Tensor& tensor, ReduceOp op) override;
   void broadcast(const at::Tensor& tensor, int root) override;
   at::Tensor all_gather(const at::Tensor& tensor) override;
@@ -34,6 +35,7 @@ class NcclCommunicator : public Communicator {
   std::unique_ptr<Impl> impl_;
   int rank_ = 0;
   int size_ = 1;
+  c10::Device device_;
 };
 #endif
 
