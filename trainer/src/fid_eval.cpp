@@ -119,7 +119,18 @@ FidEvaluation::FidEvaluation(FidSettings settings, dist::Communicator& comm, con
 FidEvaluation::~FidEvaluation() = default;
 
 at::Tensor FidEvaluation::to_comm(const at::Tensor& t) const {
-  return comm_.backend() == "nccl" ? t.to(device_).contiguous() : t.cpu().contiguous();
+  return t.to(comm_.device()).contiguous();
+}
+
+at::Tensor FidEvaluation::gather_features(const std::vector<at::Tensor>& mine) {
+  // The feature size of a rank without images: from one blank image.
+  const int64_t dim = mine.empty() ? extractor_->features(at::zeros({1, image_c_, image_h_, image_w_})).size(1)
+                                   : mine.front().size(1);
+  const at::Tensor local = mine.empty() ? at::zeros({0, dim}, at::kFloat) : at::cat(mine, 0);  // (n_r, D)
+  std::vector<at::Tensor> parts = comm_.all_gather_v(to_comm(local));
+  if (comm_.rank() != 0) return at::Tensor();
+  for (auto& p : parts) p = p.cpu();
+  return at::cat(parts, 0);
 }
 
 void FidEvaluation::load_or_compute_reference() {
@@ -154,16 +165,10 @@ void FidEvaluation::load_or_compute_reference() {
     const int64_t n = std::min(kReferenceBatch, end - i);
     mine.push_back(extractor_->features(to_unit_range(ds.read_images(i, n))));  // (n, D)
   }
-  // Ranks without images still send (0, D): the feature size from one dummy image.
-  const int64_t dim = mine.empty()
-                          ? extractor_->features(at::zeros({1, info.channels, info.height, info.width})).size(1)
-                          : mine.front().size(1);
-  const at::Tensor local = mine.empty() ? at::zeros({0, dim}, at::kFloat) : at::cat(mine, 0);  // (n_r, D)
-  std::vector<at::Tensor> parts = comm_.all_gather_v(to_comm(local));
+  const at::Tensor all = gather_features(mine);  // (N, D) at rank 0
   if (!root) return;
-  for (auto& p : parts) p = p.cpu();
   monitoring::FeatureStats stats;
-  stats.add(at::cat(parts, 0));  // (N, D)
+  stats.add(all);
   TORCH_CHECK(stats.count() >= 2, "--data ", settings_.data, ": ", stats.count(),
               " images, the FID reference needs at least 2");
   monitoring::GaussianStats s{stats.mean(), stats.covariance(), stats.count(), extractor_key, dataset_key};
@@ -201,17 +206,11 @@ FidReport FidEvaluation::evaluate(model::UNet& unet, const TrainConfig& model_co
     // Quantised as images are stored (improved-diffusion's uint8 conversion), then [0, 1].
     feats.push_back(extractor_->features(to_unit_range(to_uint8_nhwc(batch.images))));  // (n, D)
   }
-  int64_t dim = feats.empty() ? 0 : feats.front().size(1);
-  if (feats.empty()) {
-    dim = extractor_->features(at::zeros({1, req.channels, req.height, req.width})).size(1);
-  }
-  const at::Tensor local = feats.empty() ? at::zeros({0, dim}, at::kFloat) : at::cat(feats, 0);  // (n_r, D)
-  std::vector<at::Tensor> parts = comm_.all_gather_v(to_comm(local));
+  const at::Tensor all = gather_features(feats);  // (S, D) in global index order at rank 0
   at::Tensor value = at::zeros({1}, at::kDouble);
   if (comm_.rank() == 0) {
-    for (auto& p : parts) p = p.cpu();
     evaluator_->reset();
-    evaluator_->add_features(at::cat(parts, 0));  // (S, D) in global index order, added at once
+    evaluator_->add_features(all);  // added at once
     value[0] = evaluator_->compute().fid;
   }
   value = to_comm(value);

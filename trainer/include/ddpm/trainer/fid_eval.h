@@ -80,6 +80,9 @@ class FidEvaluation {
  private:
   void load_or_compute_reference();
   at::Tensor to_comm(const at::Tensor& t) const;
+  // Every rank's features (n_r, D) -> all of them in rank order (S, D) on the CPU at rank 0
+  // (undefined elsewhere). A rank without any sends (0, D).
+  at::Tensor gather_features(const std::vector<at::Tensor>& mine);
 
   FidSettings settings_;
   dist::Communicator& comm_;
