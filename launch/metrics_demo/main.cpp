@@ -35,10 +35,8 @@ void update(Metrics& m, int step, const Options& o) {
   m.set_loss_terms(0.1 + progress, 0.08 + progress, 0.02);
   for (int q = 0; q < 4; ++q) m.set_loss_quartile(q, (0.1 + progress) * (4 - q) / 2.5, (0.08 + progress) * (4 - q) / 2.5, 0.005 * (q + 1));
   m.set_images_per_second(640 + 10 * std::sin(step));
-  const StepPhase phases[] = {StepPhase::data, StepPhase::forward_backward, StepPhase::allreduce_wait,
-                              StepPhase::optimizer, StepPhase::ema};
   const double seconds[] = {0.002, 0.06, 0.01, 0.004, 0.001};
-  for (int i = 0; i < 5; ++i) m.observe_phase(phases[i], seconds[i] * (1 + 0.1 * (step % 3)));
+  for (size_t i = 0; i < kNumStepPhases; ++i) m.observe_phase(kStepPhases[i], seconds[i] * (1 + 0.1 * (step % 3)));
   for (int r = 0; r < o.world_size; ++r) m.add_rank_wait(r, 0.002 * (r + 1), 0.01 / (r + 1));
   m.set_grad_norm(2.0 * progress + 0.1);
   m.set_learning_rate(1e-4 * std::min(1.0, step / 20.0));

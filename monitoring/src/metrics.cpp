@@ -21,17 +21,6 @@ using prometheus::Family;
 using prometheus::Gauge;
 using prometheus::Histogram;
 
-const char* phase_name(StepPhase p) {
-  switch (p) {
-    case StepPhase::data: return "data";
-    case StepPhase::forward_backward: return "forward_backward";
-    case StepPhase::allreduce_wait: return "allreduce_wait";
-    case StepPhase::optimizer: return "optimizer";
-    case StepPhase::ema: return "ema";
-  }
-  return "unknown";
-}
-
 std::vector<double> phase_buckets() {
   return {1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
 }

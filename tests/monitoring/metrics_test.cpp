@@ -48,8 +48,8 @@ Metrics& filled(Metrics& m) {
   m.add_steps(3);
   m.add_images(3 * 128);
   m.set_images_per_second(512);
-  m.observe_phase(StepPhase::forward_backward, 0.03);
-  m.observe_phase(StepPhase::forward_backward, 0.3);
+  m.observe_phase(StepPhase::kForwardBackward, 0.03);
+  m.observe_phase(StepPhase::kForwardBackward, 0.3);
   m.add_rank_wait(1, 0.5, 0.25);
   m.set_grad_norm(1.5);
   m.set_learning_rate(1e-4);

@@ -101,7 +101,7 @@ std::vector<Field> build_fields() {
       make("sample_respacing", smp, "sampling steps: \"N\", \"a,b,c\" per section, or \"ddimN\"",
            &C::sample_respacing, true),
       make("sample_count", smp, "images per sample grid", &C::sample_count, true),
-      make("sample_seed", smp, "seed of the grid's fixed noise", &C::sample_seed, true),
+      make("sample_seed", smp, "seed of the grid's samples (sample i drawn from (seed, i), as ddpm_sample --seed)", &C::sample_seed, true),
       make("fid_every", smp, "steps between FID evaluations (0 = off)", &C::fid_every, true),
       make("fid_samples", smp, "samples per FID evaluation, total over all ranks (seeded by sample_seed "
            "and index)", &C::fid_samples, true),

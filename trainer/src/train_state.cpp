@@ -3,13 +3,14 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <stdexcept>
 
 #include "ddpm/dist/module_sync.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/rng_state.h"
-#include "trainer_impl.h"
+#include "trainer.h"
 
 namespace ddpm::trainer::detail {
 
@@ -72,15 +73,12 @@ void Trainer::restore(const TrainState& s, const std::string& path) {
     if (!saved) throw CheckpointError(path + ": no EMA for rate " + EmaSet::rate_name(rate));
     ema_->load_state(i, *saved, path + "/" + ema_file_name(rate));
   }
-  load_optimizer_state(s.optimizer, path + "/optimizer.pt");
-  sampler_->load_state(s.sampler);
+  optimizer_->restore(s, path);
+  timestep_sampler_->load_state(s.sampler);
   if (s.data_cursor.size() < 2) throw CheckpointError(path + ": state.pt has no data cursor (epoch, position)");
   reader_->set_cursor(data::Cursor{s.data_cursor[0], s.data_cursor[1]});
   step_ = s.step;
   images_seen_ = s.images_seen;
-  lr_ = s.lr;
-  loss_scale_->restore(s.loss_scale, s.loss_scale_good_steps);
-  guard_->restore(s.nonfinite_in_row, s.nonfinite_total);
   resumed_from_ = s.step;
   last_checkpoint_ = path;
 
@@ -102,14 +100,6 @@ void Trainer::restore(const TrainState& s, const std::string& path) {
         std::to_string(s.data_cursor[0]) + ", position " + std::to_string(s.data_cursor[1]) + "); " + rng_note);
 }
 
-// --- optimizer state ----------------------------------------------------------------------------
-
-model::TensorDict Trainer::optimizer_state() const { return optimizer_->state(); }
-
-void Trainer::load_optimizer_state(const model::TensorDict& saved, const std::string& source) {
-  optimizer_->load_state(saved, source);
-}
-
 // --- checkpoints --------------------------------------------------------------------------------
 
 std::vector<RngState> Trainer::gather_rng_states() {
@@ -124,24 +114,18 @@ std::vector<RngState> Trainer::gather_rng_states() {
   return all;
 }
 
-std::string Trainer::save_checkpoint() {
-  const auto t0 = Clock::now();
+void Trainer::save_checkpoint() {
+  const auto t0 = StepTimer::Clock::now();
   std::vector<RngState> rng = gather_rng_states();  // collective: every rank
   if (rank_ == 0) {
     TrainState s;
     s.step = step_;
     s.images_seen = images_seen_;
-    s.lr = lr_;
-    s.loss_scale = loss_scale_->scale();
-    s.loss_scale_good_steps = loss_scale_->good_steps();
-    s.nonfinite_in_row = guard_->in_row();
-    s.nonfinite_total = guard_->total();
     s.world_size = world_;
     s.model = model::state_dict(*model_);
     for (size_t i = 0; i < ema_->rates().size(); ++i) s.emas.emplace_back(ema_->rates()[i], ema_->state(i));
-    s.optimizer = optimizer_state();
-    for (auto& [name, t] : s.optimizer) t = t.cpu();
-    s.sampler = sampler_->state();
+    optimizer_->save(s);
+    s.sampler = timestep_sampler_->state();
     const data::Cursor c = reader_->cursor();
     s.data_cursor = {c.epoch, c.position};
     s.rng = std::move(rng);
@@ -149,12 +133,11 @@ std::string Trainer::save_checkpoint() {
     s.extra["global_batch"] = plan_.global_batch;
     const std::string path = store_->save(s);
     const double seconds = seconds_since(t0);
-    if (metrics_) metrics_->set_checkpoint(unix_now(), seconds);
-    print("checkpoint " + path + " (" + std::to_string(seconds).substr(0, 5) + " s)");
+    if (logger_.metrics()) logger_.metrics()->set_checkpoint(unix_now(), seconds);
+    print("checkpoint " + path + " (" + format_number("%.2f", seconds) + " s)");
   }
   comm_.barrier();  // the checkpoint is complete before any rank goes on (or exits)
   last_checkpoint_ = store_->path_for(step_);
-  return last_checkpoint_;
 }
 
 }  // namespace ddpm::trainer::detail

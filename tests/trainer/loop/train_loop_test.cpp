@@ -132,10 +132,26 @@ TEST(TrainLoop, CheckpointRoundTrip) {
   const TrainState t = load_checkpoint(second.checkpoint);
   EXPECT_EQ(t.images_seen, 80);
   EXPECT_EQ(t.data_cursor, (std::vector<int64_t>{1, 16}));
-  // Already at the bound: nothing to do, same checkpoint.
-  const TrainOutcome third = train(c, comm(), at::kCPU, quiet());
+  // Already at the bound: the run says it is complete and does nothing (no checkpoint written,
+  // no log line, no grid), exit 0.
+  const auto log_size = std::filesystem::file_size(dir + "/run/log.jsonl");
+  const auto model_time = std::filesystem::last_write_time(second.checkpoint + "/model.pt");
+  std::vector<std::string> lines;
+  TrainHooks record = quiet();
+  record.print = [&](const std::string& line) { lines.push_back(line); };
+  const TrainOutcome third = train(c, comm(), at::kCPU, record);
   EXPECT_EQ(third.step, 5);
   EXPECT_EQ(third.exit_code, 0);
+  EXPECT_EQ(third.resumed_from, 5);
+  EXPECT_EQ(third.checkpoint, second.checkpoint);
+  EXPECT_EQ(std::filesystem::file_size(dir + "/run/log.jsonl"), log_size) << "a complete run wrote to log.jsonl";
+  EXPECT_EQ(std::filesystem::last_write_time(second.checkpoint + "/model.pt"), model_time)
+      << "a complete run rewrote its final checkpoint";
+  if (comm().rank() == 0) {
+    ASSERT_FALSE(lines.empty());
+    std::printf("[message] %s\n", lines.back().c_str());
+    EXPECT_NE(lines.back().find("run complete: step 5 of 5"), std::string::npos) << lines.back();
+  }
 }
 
 TEST(TrainLoop, ConfigThatDiffersOnResumeIsAnErrorListingTheKeys) {

@@ -7,15 +7,14 @@
 #include <string>
 #include <vector>
 
+#include "ddpm/monitoring/step_phase.h"
+
 namespace prometheus {
 class Registry;
 }  // namespace prometheus
 
 namespace ddpm::monitoring {
 
-// Phases of one training step, the `phase` label of ddpm_step_phase_seconds.
-enum class StepPhase { data, forward_backward, allreduce_wait, optimizer, ema };
-const char* phase_name(StepPhase p);
 
 // The CUDA caching allocator's counters for one device (c10::cuda::CUDACachingAllocator::
 // getDeviceStats, aggregate pool): bytes handed to tensors now, held from the driver now, and the

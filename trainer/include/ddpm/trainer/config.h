@@ -73,7 +73,7 @@ struct TrainConfig {
   int64_t sample_every = 0;          // steps between sample grids, 0 = off
   std::string sample_respacing = "100";  // "N", "a,b,c" (per-section counts) or "ddimN"
   int64_t sample_count = 64;
-  int64_t sample_seed = 1234;        // fixed noise, so grids are comparable over time
+  int64_t sample_seed = 1234;        // sample i of a grid from (seed, i): grids are comparable over time
   int64_t fid_every = 0;             // steps between FID evaluations, 0 = off
   int64_t fid_samples = 10000;       // samples per FID evaluation, total over all ranks
   std::string fid_extractor;         // domain:PATH | inception:PATH | torchscript:PATH (required

@@ -1,0 +1,90 @@
+// The Trainer's constructor: the objects of a run from its config (model, diffusion, timestep
+// sampler, sharded reader, optimizer step, gradient reducer, checkpoint store), the resume or the
+// fresh start, and the table of periodic work.
+#include <torch/torch.h>
+
+#include <ATen/Context.h>
+
+#include <stdexcept>
+
+#include "ddpm/data/dataset.h"
+#include "ddpm/trainer/factory.h"
+#include "trainer.h"
+
+namespace ddpm::trainer::detail {
+
+Trainer::Trainer(const TrainConfig& config, dist::Communicator& comm, const c10::Device& device,
+                 const TrainHooks& hooks)
+    : config_(config),
+      comm_(comm),
+      device_(device),
+      hooks_(hooks),
+      rank_(comm.rank()),
+      world_(comm.world_size()),
+      logger_(config_, rank_, world_, device_, hooks.print) {
+  build();
+  resume_or_init();
+  add_periodic_tasks();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::build() {
+  plan_ = plan_batch(config_, world_);
+  total_steps_ = total_steps(config_);
+  const data::DatasetInfo info = data::ImageDataset::open(config_.data).info();
+  image_chw_ = {info.channels, info.height, info.width};
+  const model::UNetOptions unet = make_unet_options(config_);
+  if (unet.in_channels != info.channels) {
+    throw std::invalid_argument("--data " + config_.data + ": images have " + std::to_string(info.channels) +
+                                " channels but U-Net preset '" + config_.model + "' takes " +
+                                std::to_string(unet.in_channels) + "; pick a --model for " +
+                                std::to_string(info.channels) + " channels or override in_channels/out_channels");
+  }
+  if (config_.num_classes > 0 && !info.has_labels) {
+    throw std::invalid_argument("--num-classes " + std::to_string(config_.num_classes) + ": " + config_.data +
+                                " has no /labels; convert a labelled dataset or use --num-classes 0");
+  }
+  if (device_.is_cuda()) {
+    at::globalContext().setBenchmarkCuDNN(true);  // shapes are fixed for the run: let cuDNN pick the fastest
+    if (config_.precision == "fp16") autocast_ = at::kHalf;
+    if (config_.precision == "bf16") autocast_ = at::kBFloat16;
+  } else if (config_.precision != "fp32") {
+    print("warning: --precision " + config_.precision + " applies on GPU only; training in fp32 on the CPU");
+  }
+
+  torch::manual_seed(static_cast<uint64_t>(config_.seed));  // identical initial weights everywhere
+  model_ = make_unet(config_);
+  model_->to(device_);
+  model_->train();
+  for (const auto& item : model_->named_parameters()) {
+    if (!item.value().requires_grad()) continue;
+    params_.emplace_back(item.key(), item.value());
+    param_tensors_.push_back(item.value());
+  }
+  diffusion_ = std::make_unique<diffusion::GaussianDiffusion>(make_diffusion(config_));
+  timestep_sampler_ = diffusion::create_named_schedule_sampler(config_.timestep_sampler, diffusion_->num_timesteps());
+
+  data::ReaderOptions ro;
+  ro.rank = rank_;
+  ro.world_size = world_;
+  ro.global_batch = plan_.global_batch;
+  ro.seed = static_cast<uint64_t>(config_.seed);
+  reader_ = std::make_unique<data::ShardedReader>(config_.data, ro);
+  optimizer_ = std::make_unique<OptimizerStep>(config_, params_, autocast_ == at::kHalf);
+  reducer_ = std::make_unique<dist::GradientReducer>(comm_, params_);
+  store_ = std::make_unique<CheckpointStore>(config_.run_dir, RetentionPolicy{config_.keep_last, config_.keep_every});
+}
+
+// After each step, in this order: the log line, the checkpoint, then the evaluations (which see
+// the checkpointed weights). At the end, each runs once more unless it ran at the last step; a
+// stopped run only checkpoints.
+void Trainer::add_periodic_tasks() {
+  periodic_.add("log", config_.log_every, AtEnd::kWhenCompleted, [this] { log_interval(); });
+  periodic_.add("checkpoint", config_.save_every, AtEnd::kAlways, [this] { save_checkpoint(); });
+  periodic_.add("samples", config_.sample_every, AtEnd::kWhenCompleted, [this] { write_sample_grid(); });
+  periodic_.add("fid", config_.fid_every, AtEnd::kWhenCompleted, [this] { evaluate_fid(); });
+  periodic_.add("bpd", config_.bpd_every, AtEnd::kWhenCompleted, [this] { evaluate_training_bpd(); });
+}
+
+}  // namespace ddpm::trainer::detail
