@@ -14,6 +14,7 @@
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
+#include "ddpm/dist/rank_main.h"
 
 namespace {
 
@@ -105,10 +106,7 @@ int main(int argc, char** argv) {
     if (rc != 0) ddpm::dist::abort_job("bad command line (see above)", nullptr, rc);
     return 0;
   }
-  std::unique_ptr<ddpm::dist::Communicator> comm;
-  try {
-    return run(mpi.context(), o, comm);
-  } catch (const std::exception& e) {
-    ddpm::dist::abort_job(e.what(), comm.get());
-  }
+  const ddpm::dist::Context& ctx = mpi.context();
+  return ddpm::dist::run_rank_main(
+      ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) { return run(ctx, o, comm); });
 }

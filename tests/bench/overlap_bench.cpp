@@ -21,6 +21,7 @@
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
 #include "ddpm/dist/gradient_reducer.h"
+#include "ddpm/dist/rank_main.h"
 #include "ddpm/model/diffusion/respace.h"
 #include "ddpm/model/unet/unet.h"
 
@@ -214,10 +215,7 @@ int main(int argc, char** argv) {
     if (rc != 0) ddpm::dist::abort_job("bad command line (see above)", nullptr, rc);
     return 0;
   }
-  std::unique_ptr<ddpm::dist::Communicator> comm;
-  try {
-    return run(mpi.context(), a, comm);
-  } catch (const std::exception& e) {
-    ddpm::dist::abort_job(e.what(), comm.get());
-  }
+  const ddpm::dist::Context& ctx = mpi.context();
+  return ddpm::dist::run_rank_main(
+      ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) { return run(ctx, a, comm); });
 }
