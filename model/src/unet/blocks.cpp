@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "ddpm/model/unet/checkpoint.h"
+#include "ddpm/model/unet/gradient_checkpoint.h"
 
 namespace ddpm::model {
 namespace {
@@ -103,7 +103,7 @@ at::Tensor ResBlock::forward(const at::Tensor& x, const at::Tensor& emb) {
   if (!o_.use_checkpoint || !at::GradMode::is_enabled()) return forward_impl(x, emb);
   auto self = std::static_pointer_cast<ResBlock>(shared_from_this());
   auto fn = [self](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{self->forward_impl(in[0], in[1])}; };
-  return checkpoint(fn, {x, emb}, params_of(*this))[0];
+  return gradient_checkpoint(fn, {x, emb}, params_of(*this))[0];
 }
 
 at::Tensor ResBlock::forward_impl(const at::Tensor& x_in, const at::Tensor& emb) {
@@ -159,7 +159,7 @@ at::Tensor AttentionBlock::forward(const at::Tensor& x, const at::Tensor&) {
   if (!use_checkpoint_ || !at::GradMode::is_enabled()) return forward_impl(x);
   auto self = std::static_pointer_cast<AttentionBlock>(shared_from_this());
   auto fn = [self](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{self->forward_impl(in[0])}; };
-  return checkpoint(fn, {x}, params_of(*this))[0];
+  return gradient_checkpoint(fn, {x}, params_of(*this))[0];
 }
 
 at::Tensor AttentionBlock::forward_impl(const at::Tensor& x) {
