@@ -49,11 +49,12 @@ double max_over_ranks(double v) {
 
 // The preset's training loss: hybrid (learned-range variance) when it learns sigma, else L_simple.
 ddpm::diffusion::GaussianDiffusion diffusion_for(const ddpm::model::UNetOptions& o) {
-  ddpm::diffusion::DiffusionConfig c;
+  namespace df = ddpm::diffusion;
+  df::DiffusionConfig c;
   c.schedule = o.learn_sigma ? "cosine" : "linear";
-  c.var_type = o.learn_sigma ? ddpm::diffusion::ModelVarType::LearnedRange : ddpm::diffusion::ModelVarType::FixedLarge;
-  c.loss_type = o.learn_sigma ? ddpm::diffusion::LossType::RescaledMSE : ddpm::diffusion::LossType::MSE;
-  return ddpm::diffusion::create_gaussian_diffusion(c);
+  c.var_type = o.learn_sigma ? df::ModelVarType::kLearnedRange : df::ModelVarType::kFixedLarge;
+  c.loss_type = o.learn_sigma ? df::LossType::kRescaledMse : df::LossType::kMse;
+  return df::create_gaussian_diffusion(c);
 }
 
 struct Times {

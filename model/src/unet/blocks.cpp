@@ -109,10 +109,10 @@ at::Tensor ResBlock::forward(const at::Tensor& x, const at::Tensor& emb) {
 at::Tensor ResBlock::forward_impl(const at::Tensor& x_in, const at::Tensor& emb) {
   at::Tensor x = x_in;                   // (N, C, H, W)
   at::Tensor h = at::silu(in_norm_->forward(x));
-  if (o_.resample == Resample::up) {
+  if (o_.resample == Resample::kUp) {
     h = at::upsample_nearest2d(h, {2 * h.size(2), 2 * h.size(3)});
     x = at::upsample_nearest2d(x, {2 * x.size(2), 2 * x.size(3)});
-  } else if (o_.resample == Resample::down) {
+  } else if (o_.resample == Resample::kDown) {
     h = at::avg_pool2d(h, {2, 2}, {2, 2});
     x = at::avg_pool2d(x, {2, 2}, {2, 2});
   }
@@ -130,10 +130,10 @@ at::Tensor ResBlock::forward_impl(const at::Tensor& x_in, const at::Tensor& emb)
 }
 
 double ResBlock::flops(int64_t& h, int64_t& w) const {
-  if (o_.resample == Resample::up) {
+  if (o_.resample == Resample::kUp) {
     h *= 2;
     w *= 2;
-  } else if (o_.resample == Resample::down) {
+  } else if (o_.resample == Resample::kDown) {
     h /= 2;
     w /= 2;
   }
