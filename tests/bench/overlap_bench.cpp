@@ -43,7 +43,8 @@ void sync_device(const at::Device& d) {
 }
 
 double max_over_ranks(double v) {
-  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "");
+  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+                 "every rank times the same steps; a peer rank may have failed");
   return v;
 }
 
