@@ -2,7 +2,7 @@
 #   ddpm_add_library(NAME SOURCES ... [PUBLIC_LIBS ...] [PRIVATE_LIBS ...])   -> ddpm_NAME, ddpm::NAME
 #   ddpm_add_executable(NAME SOURCES ... LIBS ...)                           -> build/bin/NAME
 #   ddpm_add_test(NAME SOURCES ... [LIBS ...] [LABELS ...] [MPI_NP 1 2 4] [TIMEOUT s] [FIXTURES ...])
-#   ddpm_check_layering("target:allowed,..." ...)   the dependency direction of DESIGN.md
+#   ddpm_check_layering("target:allowed,..." ...)   the dependency direction of docs/DESIGN.md
 include_guard(GLOBAL)
 
 # The root-safe, container-safe OpenMPI settings (launch/openmpi.env, also read by launch/env.sh):
@@ -65,7 +65,7 @@ function(ddpm_add_executable name)
 endfunction()
 
 # One GoogleTest executable per test file group. MPI_NP registers `mpirun -np N` variants
-# (label `mpi`), oversubscribed and root-safe as ENVIRONMENT.md describes (launch/openmpi.env).
+# (label `mpi`), oversubscribed and root-safe as docs/ENVIRONMENT.md describes (launch/openmpi.env).
 function(ddpm_add_test name)
   cmake_parse_arguments(A "" "TIMEOUT" "SOURCES;LIBS;LABELS;MPI_NP;FIXTURES;ENV" ${ARGN})
   if(NOT A_TIMEOUT)
@@ -118,7 +118,7 @@ function(ddpm_check_layering)
       string(REGEX REPLACE "^ddpm::" "ddpm_" lib "${lib}")
       string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" lib "${lib}")
       if(lib MATCHES "^ddpm_" AND NOT lib MATCHES "^ddpm_(options|pch)$" AND NOT lib IN_LIST allowed)
-        message(FATAL_ERROR "Layering: ${target} links ${lib}; DESIGN.md allows only [${allowed}]")
+        message(FATAL_ERROR "Layering: ${target} links ${lib}; docs/DESIGN.md allows only [${allowed}]")
       endif()
       if(lib MATCHES "(MPI::|nccl)" AND NOT target MATCHES "^ddpm_(dist|trainer)$")
         message(FATAL_ERROR "Layering: ${target} links ${lib}; only dist/ and trainer/ may use MPI or NCCL")

@@ -1,5 +1,5 @@
 // GaussianDiffusion's training losses (MSE, hybrid with stop-gradient, VLB) and bits/dim; see
-// ddpm/model/diffusion/gaussian_diffusion.h and DESIGN.md section 2.
+// ddpm/model/diffusion/gaussian_diffusion.h and docs/DESIGN.md section 2.
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
