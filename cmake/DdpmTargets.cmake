@@ -2,8 +2,17 @@
 #   ddpm_add_library(NAME SOURCES ... [PUBLIC_LIBS ...] [PRIVATE_LIBS ...])   -> ddpm_NAME, ddpm::NAME
 #   ddpm_add_executable(NAME SOURCES ... LIBS ...)                           -> build/bin/NAME
 #   ddpm_add_test(NAME SOURCES ... [LIBS ...] [LABELS ...] [MPI_NP 1 2 4] [TIMEOUT s] [FIXTURES ...])
-#   ddpm_check_layering("target:allowed,..." ...)   the dependency direction of DESIGN.md
+#   ddpm_check_layering("target:allowed,..." ...)   the dependency direction of docs/DESIGN.md
 include_guard(GLOBAL)
+
+# The root-safe, container-safe OpenMPI settings (launch/openmpi.env, also read by launch/env.sh):
+# DDPM_OPENMPI_ENV is a list of KEY=VALUE for a test's ENVIRONMENT. Editing the file re-configures.
+set(_ddpm_openmpi_env_file ${PROJECT_SOURCE_DIR}/launch/openmpi.env)
+file(STRINGS ${_ddpm_openmpi_env_file} DDPM_OPENMPI_ENV REGEX "^[A-Za-z_][A-Za-z0-9_]*=")
+if(NOT DDPM_OPENMPI_ENV)
+  message(FATAL_ERROR "${_ddpm_openmpi_env_file} holds no KEY=VALUE line: restore it from git")
+endif()
+set_property(DIRECTORY ${PROJECT_SOURCE_DIR} APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${_ddpm_openmpi_env_file})
 
 find_program(DDPM_CCACHE ccache)
 if(DDPM_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
@@ -56,7 +65,7 @@ function(ddpm_add_executable name)
 endfunction()
 
 # One GoogleTest executable per test file group. MPI_NP registers `mpirun -np N` variants
-# (label `mpi`), oversubscribed and root-safe as ENVIRONMENT.md describes.
+# (label `mpi`), oversubscribed and root-safe as docs/ENVIRONMENT.md describes (launch/openmpi.env).
 function(ddpm_add_test name)
   cmake_parse_arguments(A "" "TIMEOUT" "SOURCES;LIBS;LABELS;MPI_NP;FIXTURES;ENV" ${ARGN})
   if(NOT A_TIMEOUT)
@@ -67,9 +76,7 @@ function(ddpm_add_test name)
   _ddpm_use_pch(test_${name})
   # Every test gets the root-safe, container-safe OpenMPI settings: some start mpirun themselves.
   set(_env OMP_NUM_THREADS=1 DDPM_SOURCE_DIR=${PROJECT_SOURCE_DIR} DDPM_BINARY_DIR=${PROJECT_BINARY_DIR}
-      DDPM_PYTHON=${DDPM_PYTHON} OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-      OMPI_MCA_btl=self,vader,tcp OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_pml=ob1
-      OMPI_MCA_mca_base_component_show_load_errors=0 ${A_ENV})
+      DDPM_PYTHON=${DDPM_PYTHON} ${DDPM_OPENMPI_ENV} ${A_ENV})
   if(A_MPI_NP)
     foreach(np IN LISTS A_MPI_NP)
       add_test(NAME ${name}_np${np}
@@ -111,7 +118,7 @@ function(ddpm_check_layering)
       string(REGEX REPLACE "^ddpm::" "ddpm_" lib "${lib}")
       string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" lib "${lib}")
       if(lib MATCHES "^ddpm_" AND NOT lib MATCHES "^ddpm_(options|pch)$" AND NOT lib IN_LIST allowed)
-        message(FATAL_ERROR "Layering: ${target} links ${lib}; DESIGN.md allows only [${allowed}]")
+        message(FATAL_ERROR "Layering: ${target} links ${lib}; docs/DESIGN.md allows only [${allowed}]")
       endif()
       if(lib MATCHES "(MPI::|nccl)" AND NOT target MATCHES "^ddpm_(dist|trainer)$")
         message(FATAL_ERROR "Layering: ${target} links ${lib}; only dist/ and trainer/ may use MPI or NCCL")

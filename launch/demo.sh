@@ -44,10 +44,6 @@ if [ "${DDPM_DEMO_FID:-1}" != 0 ]; then
 fi
 if [ "${DDPM_DEMO_FRESH:-0}" = 1 ]; then rm -rf "$RUN"; fi
 
-# Containers and root (see ../shared/ENVIRONMENT.md); harmless elsewhere.
-export OMPI_MCA_btl="${OMPI_MCA_btl:-self,vader,tcp}" OMPI_MCA_pml="${OMPI_MCA_pml:-ob1}"
-export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_copy_mechanism:-none}"
-
 echo "[demo] training: mpirun -np $NP ddpm_train --preset fmnist-demo --max-steps $STEPS (run dir $RUN)"
 start=$SECONDS
 set +e

@@ -5,8 +5,10 @@ export DDPM_TORCH_VERSION="${DDPM_TORCH_VERSION:-2.11.0}"
 export DDPM_VENV="${DDPM_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/ddpm/venv-torch-${DDPM_TORCH_VERSION}}"
 export DDPM_BUILD_DIR="${DDPM_BUILD_DIR:-$DDPM_ROOT/build}"
 export PATH="$DDPM_VENV/bin:$PATH"
-# OpenMPI in containers and as root (see ../shared/ENVIRONMENT.md); harmless elsewhere.
-if [ "$(id -u)" = 0 ]; then
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-fi
-export OMPI_MCA_mca_base_component_show_load_errors="${OMPI_MCA_mca_base_component_show_load_errors:-0}"
+# OpenMPI in containers and as root (launch/openmpi.env); harmless elsewhere. A value already in
+# the environment wins; the run-as-root permissions are given to root only.
+while IFS='=' read -r ddpm_key ddpm_value; do
+  case "$ddpm_key" in '' | '#'*) continue ;; OMPI_ALLOW_RUN_AS_ROOT*) [ "$(id -u)" = 0 ] || continue ;; esac
+  export "$ddpm_key=${!ddpm_key:-$ddpm_value}"
+done < "$DDPM_ROOT/launch/openmpi.env"
+unset ddpm_key ddpm_value

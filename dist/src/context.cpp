@@ -34,12 +34,12 @@ Context make_context(MPI_Comm world, int visible_gpus) {
   MPI_Comm local = MPI_COMM_NULL;
   DDPM_MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, c.rank, MPI_INFO_NULL, &local),
                  "the shared-memory split finds the ranks of this host");
-  DDPM_MPI_CHECK(MPI_Comm_rank(local, &c.local_rank), "");
-  DDPM_MPI_CHECK(MPI_Comm_size(local, &c.local_size), "");
+  DDPM_MPI_CHECK(MPI_Comm_rank(local, &c.local_rank), "the host-local communicator of the split is invalid");
+  DDPM_MPI_CHECK(MPI_Comm_size(local, &c.local_size), "the host-local communicator of the split is invalid");
   MPI_Comm_free(&local);
   char name[MPI_MAX_PROCESSOR_NAME] = {0};
   int len = 0;
-  DDPM_MPI_CHECK(MPI_Get_processor_name(name, &len), "");
+  DDPM_MPI_CHECK(MPI_Get_processor_name(name, &len), "MPI could not name this host: check `hostname`");
   c.host.assign(name, len);
   c.visible_gpus = visible_gpus;
   c.cuda_device = choose_cuda_device(c.local_rank, visible_gpus);

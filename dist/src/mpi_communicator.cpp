@@ -76,9 +76,10 @@ class MpiWork : public Work {
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
   DDPM_MPI_CHECK(MPI_Comm_dup(comm, &comm_), "MpiCommunicator is built collectively by every rank");
-  DDPM_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "");
-  DDPM_MPI_CHECK(MPI_Comm_rank(comm_, &rank_), "");
-  DDPM_MPI_CHECK(MPI_Comm_size(comm_, &size_), "");
+  DDPM_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN),
+                 "the MPI library rejected MPI_ERRORS_RETURN: check the OpenMPI install (mpirun --version)");
+  DDPM_MPI_CHECK(MPI_Comm_rank(comm_, &rank_), "the duplicated communicator is invalid: was MPI finalized?");
+  DDPM_MPI_CHECK(MPI_Comm_size(comm_, &size_), "the duplicated communicator is invalid: was MPI finalized?");
 }
 
 MpiCommunicator::~MpiCommunicator() {

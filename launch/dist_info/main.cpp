@@ -9,6 +9,7 @@
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
+#include "ddpm/dist/rank_main.h"
 
 int main(int argc, char** argv) {
   ddpm::dist::MpiRuntime mpi(&argc, &argv);
@@ -22,9 +23,9 @@ int main(int argc, char** argv) {
     if (rc != 0) ddpm::dist::abort_job("bad command line (see above)", nullptr, rc);
     return 0;
   }
-  std::unique_ptr<ddpm::dist::Communicator> comm;
-  try {
-    const auto& ctx = mpi.context();
+  const ddpm::dist::Context& ctx = mpi.context();
+  return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {
+    ddpm::dist::set_threads_per_rank(ctx);
     comm = ddpm::dist::make_communicator(ctx, ddpm::dist::parse_backend(backend));
     const at::Device device = comm->device();
     // Rank r contributes r + 1 in every element: the sum is n (n + 1) / 2.
@@ -36,7 +37,5 @@ int main(int argc, char** argv) {
                 ctx.describe().c_str(), comm->backend().c_str(), err == 0 ? "ok" : "WRONG", err);
     comm->barrier();
     return err == 0 ? 0 : 1;
-  } catch (const std::exception& e) {
-    ddpm::dist::abort_job(e.what(), comm.get());
-  }
+  });
 }

@@ -74,7 +74,8 @@ Metrics::Metrics(std::string run_id)
   using prometheus::BuildGauge;
   using prometheus::BuildHistogram;
   f_->loss = &reg(BuildGauge(), "ddpm_loss", "Training loss of the last logged step (all t, or one quartile of t)", c, r);
-  f_->mse = &reg(BuildGauge(), "ddpm_mse", "MSE term of the loss (epsilon prediction), last logged step", c, r);
+  f_->mse = &reg(BuildGauge(), "ddpm_mse",
+                 "MSE term of the loss (against the --mean-type target: eps, x_0, x_{t-1} or v), last logged step", c, r);
   f_->vb = &reg(BuildGauge(), "ddpm_vb", "Variational bound term L_t of the loss in bits/dim, last logged step", c, r);
   f_->steps = &reg(BuildCounter(), "ddpm_steps_total", "Optimizer steps taken", c, r);
   f_->images = &reg(BuildCounter(), "ddpm_images_total", "Training images seen, all ranks", c, r);

@@ -14,6 +14,7 @@
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
+#include "ddpm/dist/rank_main.h"
 
 namespace {
 
@@ -48,13 +49,15 @@ std::pair<double, double> measure(ddpm::dist::Communicator& comm, const at::Devi
   for (int i = 0; i < iters; ++i) reduce(comm, x, o.async);
   sync_device(x);
   double dt = (MPI_Wtime() - t0) / iters;
-  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "");
+  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+                 "every rank times the same sizes; a peer rank may have failed");
   // Check: rank r contributes r + 1; the sum is n (n + 1) / 2 everywhere.
   x.fill_(static_cast<float>(comm.rank() + 1));
   reduce(comm, x, o.async);
   const double n = comm.world_size();
   double err = count ? (x - static_cast<float>(n * (n + 1) / 2)).abs().max().item<double>() : 0.0;
-  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "");
+  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &err, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+                 "every rank checks the same sizes; a peer rank may have failed");
   return {dt, err};
 }
 
@@ -105,10 +108,7 @@ int main(int argc, char** argv) {
     if (rc != 0) ddpm::dist::abort_job("bad command line (see above)", nullptr, rc);
     return 0;
   }
-  std::unique_ptr<ddpm::dist::Communicator> comm;
-  try {
-    return run(mpi.context(), o, comm);
-  } catch (const std::exception& e) {
-    ddpm::dist::abort_job(e.what(), comm.get());
-  }
+  const ddpm::dist::Context& ctx = mpi.context();
+  return ddpm::dist::run_rank_main(
+      ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) { return run(ctx, o, comm); });
 }

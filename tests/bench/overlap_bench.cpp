@@ -21,6 +21,7 @@
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
 #include "ddpm/dist/gradient_reducer.h"
+#include "ddpm/dist/rank_main.h"
 #include "ddpm/model/diffusion/respace.h"
 #include "ddpm/model/unet/unet.h"
 
@@ -42,17 +43,19 @@ void sync_device(const at::Device& d) {
 }
 
 double max_over_ranks(double v) {
-  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD), "");
+  DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD),
+                 "every rank times the same steps; a peer rank may have failed");
   return v;
 }
 
 // The preset's training loss: hybrid (learned-range variance) when it learns sigma, else L_simple.
 ddpm::diffusion::GaussianDiffusion diffusion_for(const ddpm::model::UNetOptions& o) {
-  ddpm::diffusion::DiffusionConfig c;
+  namespace df = ddpm::diffusion;
+  df::DiffusionConfig c;
   c.schedule = o.learn_sigma ? "cosine" : "linear";
-  c.var_type = o.learn_sigma ? ddpm::diffusion::ModelVarType::LearnedRange : ddpm::diffusion::ModelVarType::FixedLarge;
-  c.loss_type = o.learn_sigma ? ddpm::diffusion::LossType::RescaledMSE : ddpm::diffusion::LossType::MSE;
-  return ddpm::diffusion::create_gaussian_diffusion(c);
+  c.var_type = o.learn_sigma ? df::ModelVarType::kLearnedRange : df::ModelVarType::kFixedLarge;
+  c.loss_type = o.learn_sigma ? df::LossType::kRescaledMse : df::LossType::kMse;
+  return df::create_gaussian_diffusion(c);
 }
 
 struct Times {
@@ -214,10 +217,7 @@ int main(int argc, char** argv) {
     if (rc != 0) ddpm::dist::abort_job("bad command line (see above)", nullptr, rc);
     return 0;
   }
-  std::unique_ptr<ddpm::dist::Communicator> comm;
-  try {
-    return run(mpi.context(), a, comm);
-  } catch (const std::exception& e) {
-    ddpm::dist::abort_job(e.what(), comm.get());
-  }
+  const ddpm::dist::Context& ctx = mpi.context();
+  return ddpm::dist::run_rank_main(
+      ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) { return run(ctx, a, comm); });
 }

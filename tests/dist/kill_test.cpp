@@ -40,16 +40,9 @@ bool alive(pid_t pid) {
   return state != "Z" && state != "X";
 }
 
-void set_mpi_env() {
-  for (const char* kv : {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMPI_MCA_btl=self,vader,tcp",
-                         "OMPI_MCA_btl_vader_single_copy_mechanism=none", "OMPI_MCA_pml=ob1",
-                         "OMPI_MCA_mca_base_component_show_load_errors=0"})
-    putenv(const_cast<char*>(kv));
-}
-
-// Starts mpirun -np `np` ddpm_dist_spin <dir> 150 [extra], output to <dir>/job.log.
+// Starts mpirun -np `np` ddpm_dist_spin <dir> 150 [extra], output to <dir>/job.log. It inherits the
+// OpenMPI settings from the test's environment (ddpm_add_test: launch/openmpi.env).
 pid_t start_job(const fs::path& dir, int np, const std::string& extra) {
-  set_mpi_env();
   std::vector<std::string> args = {DDPM_MPIEXEC, "-np", std::to_string(np), "--oversubscribe", DDPM_DIST_SPIN,
                                    dir.string(), "150"};
   if (!extra.empty()) args.push_back(extra);

@@ -47,9 +47,9 @@ GaussianDiffusion hybrid_diffusion() {
   ddpm::diffusion::DiffusionConfig c;
   c.schedule = "cosine";
   c.steps = kT;
-  c.mean_type = ddpm::diffusion::ModelMeanType::Epsilon;
-  c.var_type = ddpm::diffusion::ModelVarType::LearnedRange;
-  c.loss_type = ddpm::diffusion::LossType::RescaledMSE;
+  c.mean_type = ddpm::diffusion::ModelMeanType::kEpsilon;
+  c.var_type = ddpm::diffusion::ModelVarType::kLearnedRange;
+  c.loss_type = ddpm::diffusion::LossType::kRescaledMse;
   return ddpm::diffusion::create_gaussian_diffusion(c);
 }
 

@@ -4,7 +4,7 @@
 Schedules and their derived arrays, q(x_t | x_0), the posterior q(x_{t-1} | x_t, x_0), p_mean_variance
 for every mean x variance type, the training losses for every loss type, one ancestral and one DDIM
 step, respacing, the loss-second-moment sampler and bits/dim (Ho et al. 2020; Nichol & Dhariwal
-2021; DESIGN.md section 2). Inputs are seeded and rounded to float32 so float32 paths see them exactly.
+2021; docs/DESIGN.md section 2). Inputs are seeded and rounded to float32 so float32 paths see them exactly.
 Writes --out (HDF5) and, next to it, diffusion_betas.txt for the "file:" schedule.
 """
 import argparse

@@ -32,10 +32,9 @@ namespace fs = std::filesystem;
 constexpr int64_t kImages = 6, kClasses = 3;
 
 std::string bin(const std::string& name) { return ddpm::testing::binary_dir() + "/bin/" + name; }
+// The OpenMPI settings come from the test's environment (ddpm_add_test: launch/openmpi.env).
 std::string mpirun(int np) {
-  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader,tcp "
-         "OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_pml=ob1 " +
-         std::string(DDPM_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe ";
+  return std::string(DDPM_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe ";
 }
 
 using ddpm::testing::read_text;

@@ -36,13 +36,13 @@ std::string enum_name(E e, const std::pair<const char*, E> (&names)[K]) {
   return "?";
 }
 
-const std::pair<const char*, ModelMeanType> kMeanNames[] = {{"eps", ModelMeanType::Epsilon},
-    {"x0", ModelMeanType::StartX}, {"prev", ModelMeanType::PreviousX}, {"v", ModelMeanType::Velocity}};
-const std::pair<const char*, ModelVarType> kVarNames[] = {{"fixed-small", ModelVarType::FixedSmall},
-    {"fixed-large", ModelVarType::FixedLarge}, {"learned", ModelVarType::Learned},
-    {"learned-range", ModelVarType::LearnedRange}};
-const std::pair<const char*, LossType> kLossNames[] = {{"mse", LossType::MSE},
-    {"rescaled-mse", LossType::RescaledMSE}, {"kl", LossType::KL}, {"rescaled-kl", LossType::RescaledKL}};
+const std::pair<const char*, ModelMeanType> kMeanNames[] = {{"eps", ModelMeanType::kEpsilon},
+    {"x0", ModelMeanType::kStartX}, {"prev", ModelMeanType::kPreviousX}, {"v", ModelMeanType::kVelocity}};
+const std::pair<const char*, ModelVarType> kVarNames[] = {{"fixed-small", ModelVarType::kFixedSmall},
+    {"fixed-large", ModelVarType::kFixedLarge}, {"learned", ModelVarType::kLearned},
+    {"learned-range", ModelVarType::kLearnedRange}};
+const std::pair<const char*, LossType> kLossNames[] = {{"mse", LossType::kMse},
+    {"rescaled-mse", LossType::kRescaledMse}, {"kl", LossType::kKl}, {"rescaled-kl", LossType::kRescaledKl}};
 }  // namespace
 
 ModelMeanType parse_mean_type(const std::string& s) { return parse_enum(s, "mean type", kMeanNames); }
@@ -51,8 +51,8 @@ LossType parse_loss_type(const std::string& s) { return parse_enum(s, "loss type
 std::string to_string(ModelMeanType m) { return enum_name(m, kMeanNames); }
 std::string to_string(ModelVarType v) { return enum_name(v, kVarNames); }
 std::string to_string(LossType l) { return enum_name(l, kLossNames); }
-bool is_learned(ModelVarType v) { return v == ModelVarType::Learned || v == ModelVarType::LearnedRange; }
-bool is_vb(LossType l) { return l == LossType::KL || l == LossType::RescaledKL; }
+bool is_learned(ModelVarType v) { return v == ModelVarType::kLearned || v == ModelVarType::kLearnedRange; }
+bool is_vb(LossType l) { return l == LossType::kKl || l == LossType::kRescaledKl; }
 
 // --- schedule arrays --------------------------------------------------------------------------
 
@@ -207,7 +207,7 @@ PMeanVariance GaussianDiffusion::p_mean_variance_from_output(const at::Tensor& m
   if (is_learned(var_type_)) {
     out = model_output.narrow(1, 0, C);
     const at::Tensor var_values = model_output.narrow(1, C, C);  // (N, C, H, W)
-    if (var_type_ == ModelVarType::Learned) {
+    if (var_type_ == ModelVarType::kLearned) {
       log_variance = var_values;
     } else {
       const at::Tensor min_log = extract(a.posterior_log_variance_clipped, t, x);
@@ -216,7 +216,7 @@ PMeanVariance GaussianDiffusion::p_mean_variance_from_output(const at::Tensor& m
       log_variance = frac * max_log + (1.0 - frac) * min_log;
     }
     variance = at::exp(log_variance);
-  } else if (var_type_ == ModelVarType::FixedLarge) {
+  } else if (var_type_ == ModelVarType::kFixedLarge) {
     variance = extract(a.fixed_large_variance, t, x).expand(x.sizes());
     log_variance = extract(a.fixed_large_log_variance, t, x).expand(x.sizes());
   } else {
@@ -227,17 +227,17 @@ PMeanVariance GaussianDiffusion::p_mean_variance_from_output(const at::Tensor& m
   auto process = [clip_denoised](const at::Tensor& x0) { return clip_denoised ? x0.clamp(-1.0, 1.0) : x0; };
   at::Tensor pred_xstart, mean;
   switch (mean_type_) {
-    case ModelMeanType::PreviousX:
+    case ModelMeanType::kPreviousX:
       pred_xstart = process(predict_xstart_from_xprev(x, t, out));
       mean = out;
       break;
-    case ModelMeanType::StartX:
+    case ModelMeanType::kStartX:
       pred_xstart = process(out);
       break;
-    case ModelMeanType::Epsilon:
+    case ModelMeanType::kEpsilon:
       pred_xstart = process(predict_xstart_from_eps(x, t, out));
       break;
-    case ModelMeanType::Velocity:
+    case ModelMeanType::kVelocity:
       pred_xstart = process(predict_xstart_from_v(x, t, out));
       break;
   }

@@ -1,5 +1,5 @@
 // GaussianDiffusion's training losses (MSE, hybrid with stop-gradient, VLB) and bits/dim; see
-// ddpm/model/diffusion/gaussian_diffusion.h and DESIGN.md section 2.
+// ddpm/model/diffusion/gaussian_diffusion.h and docs/DESIGN.md section 2.
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
@@ -34,7 +34,7 @@ LossTerms GaussianDiffusion::training_losses_from_output(const at::Tensor& model
   const double T = static_cast<double>(num_timesteps());
   if (is_vb(loss_type_)) {
     terms.loss = vb_terms_bpd_from_output(model_output, x_start, x_t, t, /*clip_denoised=*/false).output;
-    if (loss_type_ == LossType::RescaledKL) terms.loss = terms.loss * T;
+    if (loss_type_ == LossType::kRescaledKl) terms.loss = terms.loss * T;
     return terms;
   }
 
@@ -48,14 +48,14 @@ LossTerms GaussianDiffusion::training_losses_from_output(const at::Tensor& model
     const at::Tensor frozen = at::cat({out.detach(), model_output.narrow(1, C, C)}, 1);
     terms.vb = vb_terms_bpd_from_output(frozen, x_start, x_t, t, /*clip_denoised=*/false).output;
     // lambda * L_vlb with lambda = 0.001: the vb sums T terms, the MSE is one of them.
-    if (loss_type_ == LossType::RescaledMSE) terms.vb = terms.vb * (T / 1000.0);
+    if (loss_type_ == LossType::kRescaledMse) terms.vb = terms.vb * (T / 1000.0);
   }
   at::Tensor target;
   switch (mean_type_) {
-    case ModelMeanType::PreviousX: target = q_posterior_mean_variance(x_start, x_t, t).mean; break;
-    case ModelMeanType::StartX: target = x_start; break;
-    case ModelMeanType::Epsilon: target = noise; break;
-    case ModelMeanType::Velocity: target = v_target(x_start, t, noise); break;
+    case ModelMeanType::kPreviousX: target = q_posterior_mean_variance(x_start, x_t, t).mean; break;
+    case ModelMeanType::kStartX: target = x_start; break;
+    case ModelMeanType::kEpsilon: target = noise; break;
+    case ModelMeanType::kVelocity: target = v_target(x_start, t, noise); break;
   }
   TORCH_CHECK(out.sizes() == target.sizes(), "training_losses: model output (mean part) ", out.sizes(),
               " vs target ", target.sizes());

@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "ddpm/model/unet/checkpoint.h"
+#include "ddpm/model/unet/gradient_checkpoint.h"
 
 namespace ddpm::model {
 namespace {
@@ -103,16 +103,16 @@ at::Tensor ResBlock::forward(const at::Tensor& x, const at::Tensor& emb) {
   if (!o_.use_checkpoint || !at::GradMode::is_enabled()) return forward_impl(x, emb);
   auto self = std::static_pointer_cast<ResBlock>(shared_from_this());
   auto fn = [self](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{self->forward_impl(in[0], in[1])}; };
-  return checkpoint(fn, {x, emb}, params_of(*this))[0];
+  return gradient_checkpoint(fn, {x, emb}, params_of(*this))[0];
 }
 
 at::Tensor ResBlock::forward_impl(const at::Tensor& x_in, const at::Tensor& emb) {
   at::Tensor x = x_in;                   // (N, C, H, W)
   at::Tensor h = at::silu(in_norm_->forward(x));
-  if (o_.resample == Resample::up) {
+  if (o_.resample == Resample::kUp) {
     h = at::upsample_nearest2d(h, {2 * h.size(2), 2 * h.size(3)});
     x = at::upsample_nearest2d(x, {2 * x.size(2), 2 * x.size(3)});
-  } else if (o_.resample == Resample::down) {
+  } else if (o_.resample == Resample::kDown) {
     h = at::avg_pool2d(h, {2, 2}, {2, 2});
     x = at::avg_pool2d(x, {2, 2}, {2, 2});
   }
@@ -130,10 +130,10 @@ at::Tensor ResBlock::forward_impl(const at::Tensor& x_in, const at::Tensor& emb)
 }
 
 double ResBlock::flops(int64_t& h, int64_t& w) const {
-  if (o_.resample == Resample::up) {
+  if (o_.resample == Resample::kUp) {
     h *= 2;
     w *= 2;
-  } else if (o_.resample == Resample::down) {
+  } else if (o_.resample == Resample::kDown) {
     h /= 2;
     w /= 2;
   }
@@ -159,7 +159,7 @@ at::Tensor AttentionBlock::forward(const at::Tensor& x, const at::Tensor&) {
   if (!use_checkpoint_ || !at::GradMode::is_enabled()) return forward_impl(x);
   auto self = std::static_pointer_cast<AttentionBlock>(shared_from_this());
   auto fn = [self](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{self->forward_impl(in[0])}; };
-  return checkpoint(fn, {x}, params_of(*this))[0];
+  return gradient_checkpoint(fn, {x}, params_of(*this))[0];
 }
 
 at::Tensor AttentionBlock::forward_impl(const at::Tensor& x) {

@@ -65,7 +65,7 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
   for (int64_t level = 0; level < levels; ++level) {
     for (int64_t i = 0; i < o.num_res_blocks; ++i) {
       TimestepEmbedSequential b;
-      b->push_back(res_block(ch, o.channel_mult[level] * mc, Resample::none));
+      b->push_back(res_block(ch, o.channel_mult[level] * mc, Resample::kNone));
       ch = o.channel_mult[level] * mc;
       if (attn_ds.count(ds)) b->push_back(attention(ch));
       add_input(b);
@@ -74,7 +74,7 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
     if (level != levels - 1) {
       TimestepEmbedSequential b;
       if (o.resblock_updown) {
-        b->push_back(res_block(ch, ch, Resample::down));
+        b->push_back(res_block(ch, ch, Resample::kDown));
       } else {
         b->push_back(std::make_shared<Downsample>(ch, o.conv_resample));
       }
@@ -85,9 +85,9 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
   }
 
   middle_block_ = register_module("middle_block", TimestepEmbedSequential());
-  middle_block_->push_back(res_block(ch, ch, Resample::none));
+  middle_block_->push_back(res_block(ch, ch, Resample::kNone));
   middle_block_->push_back(attention(ch));
-  middle_block_->push_back(res_block(ch, ch, Resample::none));
+  middle_block_->push_back(res_block(ch, ch, Resample::kNone));
 
   // Decoder: each block takes the previous output concatenated with one encoder output.
   output_blocks_ = register_module("output_blocks", torch::nn::ModuleList());
@@ -96,12 +96,12 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
       TimestepEmbedSequential b;
       const int64_t skip = skip_chans.back();
       skip_chans.pop_back();
-      b->push_back(res_block(ch + skip, o.channel_mult[level] * mc, Resample::none));
+      b->push_back(res_block(ch + skip, o.channel_mult[level] * mc, Resample::kNone));
       ch = o.channel_mult[level] * mc;
       if (attn_ds.count(ds)) b->push_back(attention(ch));
       if (level > 0 && i == o.num_res_blocks) {
         if (o.resblock_updown) {
-          b->push_back(res_block(ch, ch, Resample::up));
+          b->push_back(res_block(ch, ch, Resample::kUp));
         } else {
           b->push_back(std::make_shared<Upsample>(ch, o.conv_resample));
         }

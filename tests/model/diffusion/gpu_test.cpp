@@ -34,8 +34,8 @@ TEST_F(Gpu, HybridLossAndAncestralStepMatchTheReference) {
 
 TEST_F(Gpu, SeededLoopsAreReproducible) {
   DDPM_REQUIRE_CUDA();
-  const GaussianDiffusion d(get_named_beta_schedule("cosine", 8), ModelMeanType::Epsilon, ModelVarType::FixedLarge,
-                            LossType::MSE);
+  const GaussianDiffusion d(get_named_beta_schedule("cosine", 8), ModelMeanType::kEpsilon, ModelVarType::kFixedLarge,
+                            LossType::kMse);
   const ModelFn model = [](const at::Tensor& x, const at::Tensor& t) {
     return 0.5 * at::tanh(x) + 0.01 * t.to(x.dtype()).view({-1, 1, 1, 1});
   };

@@ -112,8 +112,8 @@ at::Tensor bpd_model(const at::Tensor& x, const at::Tensor& t) {
 }
 
 TEST_F(Losses, BitsPerDimOnATinyCase) {
-  const GaussianDiffusion d(get_named_beta_schedule("cosine", 8), ModelMeanType::Epsilon,
-                            ModelVarType::LearnedRange, LossType::RescaledMSE);
+  const GaussianDiffusion d(get_named_beta_schedule("cosine", 8), ModelMeanType::kEpsilon,
+                            ModelVarType::kLearnedRange, LossType::kRescaledMse);
   const BpdTerms b = d.calc_bpd_loop(bpd_model, r("bpd.x_start"), /*clip_denoised=*/true, std::nullopt,
                                      r("bpd.noise"));
   EXPECT_TRUE(tensors_near(b.total_bpd, r("bpd.total_bpd"), kRtol64, kAtol64, "total_bpd"));

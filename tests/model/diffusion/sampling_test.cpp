@@ -47,8 +47,8 @@ at::Tensor toy_model(const at::Tensor& x, const at::Tensor& t) {
   return 0.5 * at::tanh(x) + 0.01 * t.to(x.dtype()).view({-1, 1, 1, 1});
 }
 GaussianDiffusion toy_diffusion() {
-  return GaussianDiffusion(get_named_beta_schedule("cosine", 8), ModelMeanType::Epsilon, ModelVarType::FixedLarge,
-                           LossType::MSE);
+  return GaussianDiffusion(get_named_beta_schedule("cosine", 8), ModelMeanType::kEpsilon, ModelVarType::kFixedLarge,
+                           LossType::kMse);
 }
 
 TEST_F(Sampling, AncestralLoopIsAChainOfStepsAndReproducible) {

@@ -103,8 +103,8 @@ TEST_F(Schedules, RespacedTimestepsAndBetas) {
     const std::vector<int64_t> keep = space_timesteps(1000, spec);
     const std::string p = std::string("respace.") + spec + ".";
     EXPECT_TRUE(at::equal(at::tensor(keep, at::kLong), r(p + "timesteps"))) << spec;
-    const GaussianDiffusion d = make_spaced_diffusion(base, keep, ModelMeanType::Epsilon, ModelVarType::FixedSmall,
-                                                      LossType::MSE);
+    const GaussianDiffusion d = make_spaced_diffusion(base, keep, ModelMeanType::kEpsilon, ModelVarType::kFixedSmall,
+                                                      LossType::kMse);
     EXPECT_TRUE(tensors_near(d.arrays().betas, r(p + "betas"), kRtol64, 0.0, p + "betas"));
     EXPECT_EQ(d.timestep_map(), keep);
     EXPECT_EQ(d.num_timesteps(), static_cast<int64_t>(keep.size()));
@@ -125,8 +125,8 @@ TEST_F(Schedules, RespacingErrors) {
 TEST_F(Schedules, SpacedModelSeesOriginalTimesteps) {
   const std::vector<double> base = get_named_beta_schedule("linear", 100);
   for (bool rescale : {false, true}) {
-    const GaussianDiffusion d = make_spaced_diffusion(base, space_timesteps(100, "ddim10"), ModelMeanType::Epsilon,
-                                                      ModelVarType::FixedSmall, LossType::MSE, rescale);
+    const GaussianDiffusion d = make_spaced_diffusion(base, space_timesteps(100, "ddim10"), ModelMeanType::kEpsilon,
+                                                      ModelVarType::kFixedSmall, LossType::kMse, rescale);
     at::Tensor seen;
     const ModelFn model = [&seen](const at::Tensor& x, const at::Tensor& t) {
       seen = t;

@@ -33,7 +33,7 @@ void randomise(UNet& net, uint64_t seed) {
 }
 
 TEST(UNetPresets, PublishedParameterCounts) {
-  // Published figures (ENVIRONMENT.md, from improved-diffusion's code with these settings).
+  // Published figures (docs/ENVIRONMENT.md, from improved-diffusion's code with these settings).
   const std::map<std::string, int64_t> published = {
       {"ddpm-cifar10", 35746307}, {"improved-cifar10", 52546438}, {"improved-imagenet64", 121063942}};
   for (const auto& [name, count] : published) {
@@ -43,7 +43,7 @@ TEST(UNetPresets, PublishedParameterCounts) {
 }
 
 TEST(UNetPresets, ForwardFlopsOfDdpmCifar10) {
-  // Ho et al.'s CIFAR-10 model: ~12.4 GFLOP forward per 32x32 image (ENVIRONMENT.md).
+  // Ho et al.'s CIFAR-10 model: ~12.4 GFLOP forward per 32x32 image (docs/ENVIRONMENT.md).
   UNet net(unet_preset("ddpm-cifar10"));
   EXPECT_NEAR(net->forward_flops(32, 32) / 1e9, 12.4, 0.1);
 }

@@ -98,7 +98,7 @@ class GradientReducer {
   int64_t t0_ns_ = 0;
 };
 
-// RAII no_sync scope: GradientReducer::NoSync guard(reducer); ... backward of a microbatch.
+// RAII no_sync scope: { NoSyncGuard guard(reducer); ... backward of a microbatch; }
 class NoSyncGuard {
  public:
   explicit NoSyncGuard(GradientReducer& r) : r_(r), prev_(r.no_sync()) { r_.set_no_sync(true); }

@@ -49,7 +49,7 @@ struct TrainConfig {
   double loss_scale_backoff = 0.5;   // factor after a non-finite step
   int64_t loss_scale_window = 2000;
   int64_t max_nonfinite_steps = 10;  // stop after this many non-finite steps in a row
-  // --- diffusion (names of DESIGN.md section 2) ---
+  // --- diffusion (names of docs/DESIGN.md section 2) ---
   std::string schedule = "linear";   // linear | cosine
   int64_t diffusion_steps = 1000;    // T
   std::string mean_type = "eps";     // eps | x0 | prev | v

@@ -17,12 +17,12 @@
 namespace ddpm::diffusion {
 
 // What the network predicts: x_{t-1}'s mean, x_0, eps, or v = sqrt(abar) eps - sqrt(1 - abar) x_0.
-enum class ModelMeanType { PreviousX, StartX, Epsilon, Velocity };
+enum class ModelMeanType { kPreviousX, kStartX, kEpsilon, kVelocity };
 // Sigma_t: posterior variance (fixed small), beta_t (fixed large), log Sigma output directly
 // (learned), or an interpolation between the two fixed ones in the log domain (learned range).
-enum class ModelVarType { FixedSmall, FixedLarge, Learned, LearnedRange };
+enum class ModelVarType { kFixedSmall, kFixedLarge, kLearned, kLearnedRange };
 // Simple MSE, MSE + vb (rescaled: vb * T/1000, the hybrid loss), L_vlb, and L_vlb * T.
-enum class LossType { MSE, RescaledMSE, KL, RescaledKL };
+enum class LossType { kMse, kRescaledMse, kKl, kRescaledKl };
 
 // CLI spellings: eps|x0|prev|v, fixed-small|fixed-large|learned|learned-range,
 // mse|rescaled-mse|kl|rescaled-kl. parse_* throw std::invalid_argument listing the known names.
@@ -33,7 +33,7 @@ std::string to_string(ModelMeanType m);
 std::string to_string(ModelVarType v);
 std::string to_string(LossType l);
 bool is_learned(ModelVarType v);  // the network outputs 2C channels
-bool is_vb(LossType l);           // KL or RescaledKL
+bool is_vb(LossType l);           // kKl or kRescaledKl
 
 // The network: x_t (N, C, H, W) and timesteps t (N) -> output (N, C or 2C, H, W). t holds original
 // (unrespaced) int64 indices, or float32 values in [0, 1000) when rescale_timesteps is on. Labels

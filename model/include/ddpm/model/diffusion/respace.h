@@ -32,9 +32,9 @@ struct DiffusionConfig {
   std::string schedule = "linear";  // see get_named_beta_schedule
   int64_t steps = 1000;             // T of training
   std::string respacing;            // "" keeps every step; see space_timesteps
-  ModelMeanType mean_type = ModelMeanType::Epsilon;
-  ModelVarType var_type = ModelVarType::FixedLarge;
-  LossType loss_type = LossType::MSE;
+  ModelMeanType mean_type = ModelMeanType::kEpsilon;
+  ModelVarType var_type = ModelVarType::kFixedLarge;
+  LossType loss_type = LossType::kMse;
   bool rescale_timesteps = false;   // network sees t * 1000/T as float
 };
 GaussianDiffusion create_gaussian_diffusion(const DiffusionConfig& config);

@@ -61,13 +61,13 @@ class Upsample : public EmbedBlock {
   torch::nn::Conv2d conv_{nullptr};
 };
 
-enum class Resample { none, up, down };
+enum class Resample { kNone, kUp, kDown };
 
 struct ResBlockOptions {
   int64_t channels, emb_channels, out_channels;
   double dropout = 0.0;
   bool use_scale_shift_norm = false;
-  Resample resample = Resample::none;  // resblock_updown: resample h (before in_layers' conv) and x
+  Resample resample = Resample::kNone;  // resblock_updown: resample h (before in_layers' conv) and x
   bool use_checkpoint = false;
 };
 

@@ -1,5 +1,5 @@
-// Gradient checkpointing as a custom autograd Function; see ddpm/model/unet/checkpoint.h.
-#include "ddpm/model/unet/checkpoint.h"
+// Gradient checkpointing as a custom autograd Function; see ddpm/model/unet/gradient_checkpoint.h.
+#include "ddpm/model/unet/gradient_checkpoint.h"
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
@@ -16,7 +16,7 @@ using torch::autograd::variable_list;
 // What backward needs to replay the forward: the function, which inputs want gradients, the
 // generator state of the inputs' device and the autocast settings.
 struct Replay : torch::CustomClassHolder {
-  CheckpointFn fn;
+  GradientCheckpointFn fn;
   std::vector<bool> input_requires_grad;
   std::vector<at::Tensor> params;  // the module's parameters (leaves), differentiated in backward
   at::Device device{at::kCPU};
@@ -63,7 +63,7 @@ class ReplayGuard {
   at::ScalarType dcpu_, dcuda_;
 };
 
-struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
+struct GradientCheckpointFunction : public torch::autograd::Function<GradientCheckpointFunction> {
   // Tensors reach autograd as inputs only when passed as Tensor or TensorList (a vector would
   // count as one non-tensor argument).
   static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<Replay> replay,
@@ -127,13 +127,13 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 };
 }  // namespace
 
-std::vector<at::Tensor> checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs,
-                                   const std::vector<at::Tensor>& params) {
-  TORCH_CHECK(!inputs.empty() && inputs[0].defined(), "checkpoint: the first input must be a defined tensor");
+std::vector<at::Tensor> gradient_checkpoint(GradientCheckpointFn fn, const std::vector<at::Tensor>& inputs,
+                                            const std::vector<at::Tensor>& params) {
+  TORCH_CHECK(!inputs.empty() && inputs[0].defined(), "gradient_checkpoint: the first input must be a defined tensor");
   if (!at::GradMode::is_enabled()) return fn(inputs);
   auto replay = c10::make_intrusive<Replay>();
   replay->fn = std::move(fn);
-  return CheckpointFunction::apply(replay, at::TensorList(inputs), at::TensorList(params));
+  return GradientCheckpointFunction::apply(replay, at::TensorList(inputs), at::TensorList(params));
 }
 
 }  // namespace ddpm::model

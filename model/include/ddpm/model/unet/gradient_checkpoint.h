@@ -8,13 +8,13 @@
 
 namespace ddpm::model {
 
-using CheckpointFn = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)>;
+using GradientCheckpointFn = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)>;
 
 // Returns fn(inputs). When grad mode is on, fn runs under no-grad and backward re-runs it with
 // grad enabled, then differentiates its outputs with respect to `inputs` and `params` (the
 // parameters fn reads; they receive their gradients through this node). Gradients equal those of
 // calling fn directly.
-std::vector<at::Tensor> checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs,
-                                   const std::vector<at::Tensor>& params);
+std::vector<at::Tensor> gradient_checkpoint(GradientCheckpointFn fn, const std::vector<at::Tensor>& inputs,
+                                            const std::vector<at::Tensor>& params);
 
 }  // namespace ddpm::model
