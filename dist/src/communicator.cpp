@@ -12,8 +12,15 @@
 #include "ddpm/dist/context.h"
 #include "ddpm/dist/mpi_communicator.h"
 #include "ddpm/dist/nccl_communicator.h"
+#include "ddpm/dist/watchdog.h"
 
 namespace ddpm::dist {
+
+void Communicator::set_collective_timeout(double seconds,
+                                          std::function<void(const std::string& message)> on_timeout) {
+  if (!(seconds > 0)) return set_watchdog(nullptr);
+  set_watchdog(std::make_shared<CollectiveWatchdog>(seconds, std::move(on_timeout), [this] { return async_error(); }));
+}
 
 void Communicator::all_reduce(const at::Tensor& tensor, ReduceOp op) {
   all_reduce_async(tensor, op)->wait();

@@ -7,6 +7,7 @@
 #include <climits>
 
 #include "ddpm/dist/check.h"
+#include "ddpm/dist/watchdog.h"
 
 namespace ddpm::dist {
 
@@ -40,8 +41,14 @@ int checked_count(int64_t n, const char* op) {
 // it is a staging copy (non-contiguous input, half/bfloat16).
 class MpiWork : public Work {
  public:
-  MpiWork(MPI_Request req, at::Tensor buffer, at::Tensor target, bool average, int world)
-      : req_(req), buffer_(std::move(buffer)), target_(std::move(target)), average_(average), world_(world) {}
+  MpiWork(MPI_Request req, at::Tensor buffer, at::Tensor target, bool average, int world,
+          CollectiveWatchdog* watchdog)
+      : req_(req),
+        buffer_(std::move(buffer)),
+        target_(std::move(target)),
+        average_(average),
+        world_(world),
+        watchdog_(watchdog) {}
   ~MpiWork() override {
     if (req_ != MPI_REQUEST_NULL) {
       int fin = 0;
@@ -57,8 +64,10 @@ class MpiWork : public Work {
   }
   void wait() override {
     if (finished_) return;
-    if (req_ != MPI_REQUEST_NULL)
+    if (req_ != MPI_REQUEST_NULL) {
+      CollectiveWatchdog::Scope watched(watchdog_, "MPI all_reduce (wait)");
       DDPM_MPI_CHECK(MPI_Wait(&req_, MPI_STATUS_IGNORE), "a peer rank may have failed");
+    }
     if (average_) buffer_.div_(world_);
     if (target_.defined()) target_.copy_(buffer_);
     finished_ = true;
@@ -69,6 +78,7 @@ class MpiWork : public Work {
   at::Tensor buffer_, target_;
   bool average_;
   int world_;
+  CollectiveWatchdog* watchdog_;
   bool finished_ = false;
 };
 
@@ -124,11 +134,12 @@ std::shared_ptr<Work> MpiCommunicator::all_reduce_async(const at::Tensor& tensor
   DDPM_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, b.buffer.data_ptr(), checked_count(b.buffer.numel(), "all_reduce"),
                                 b.type, MPI_SUM, comm_, &req),
                  "every rank must call the same collectives in the same order");
-  return std::make_shared<MpiWork>(req, b.buffer, b.target, op == ReduceOp::kAvg, size_);
+  return std::make_shared<MpiWork>(req, b.buffer, b.target, op == ReduceOp::kAvg, size_, watchdog());
 }
 
 void MpiCommunicator::all_reduce(const at::Tensor& tensor, ReduceOp op) {
   ReduceBuffer b = reduce_buffer(tensor, op);
+  CollectiveWatchdog::Scope watched(watchdog(), "MPI all_reduce");
   DDPM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, b.buffer.data_ptr(), checked_count(b.buffer.numel(), "all_reduce"),
                                b.type, MPI_SUM, comm_),
                  "every rank must call the same collectives in the same order");
@@ -145,6 +156,7 @@ void MpiCommunicator::broadcast(const at::Tensor& tensor, int root) {
   auto* bytes = static_cast<char*>(buffer.data_ptr());
   int64_t left = buffer.nbytes();
   constexpr int64_t kChunk = 1LL << 30;
+  CollectiveWatchdog::Scope watched(watchdog(), "MPI broadcast");
   do {
     const int n = static_cast<int>(std::min(left, kChunk));
     DDPM_MPI_CHECK(MPI_Bcast(bytes, n, MPI_BYTE, root, comm_), "every rank must broadcast the same shape");
@@ -161,11 +173,15 @@ at::Tensor MpiCommunicator::all_gather(const at::Tensor& tensor) {
   for (int64_t s : tensor.sizes()) shape.push_back(s);
   at::Tensor out = at::empty(shape, src.options());  // (world, *shape)
   const int n = checked_count(static_cast<int64_t>(src.nbytes()), "all_gather");
+  CollectiveWatchdog::Scope watched(watchdog(), "MPI all_gather");
   DDPM_MPI_CHECK(MPI_Allgather(src.data_ptr(), n, MPI_BYTE, out.data_ptr(), n, MPI_BYTE, comm_),
                  "all_gather needs equal shapes on every rank; use all_gather_v for variable sizes");
   return out.to(tensor.device());
 }
 
-void MpiCommunicator::barrier() { DDPM_MPI_CHECK(MPI_Barrier(comm_), "a peer rank may have failed"); }
+void MpiCommunicator::barrier() {
+  CollectiveWatchdog::Scope watched(watchdog(), "MPI barrier");
+  DDPM_MPI_CHECK(MPI_Barrier(comm_), "a peer rank may have failed");
+}
 
 }  // namespace ddpm::dist

@@ -12,6 +12,7 @@
 
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/mpi_communicator.h"
+#include "ddpm/dist/watchdog.h"
 
 namespace ddpm::dist {
 
@@ -118,6 +119,25 @@ NcclCommunicator::~NcclCommunicator() {
   if (impl_ && impl_->comm != nullptr) ncclCommDestroy(impl_->comm);
 }
 
+void NcclCommunicator::set_watchdog(std::shared_ptr<CollectiveWatchdog> watchdog) {
+  impl_->mpi->set_watchdog(watchdog);
+  Communicator::set_watchdog(std::move(watchdog));
+}
+
+std::string NcclCommunicator::async_error() {
+  ncclComm_t comm = impl_ ? impl_->comm : nullptr;
+  if (comm == nullptr) return "";
+  ncclResult_t async = ncclSuccess;
+  if (ncclCommGetAsyncError(comm, &async) != ncclSuccess || async == ncclSuccess) return "";
+  return "NCCL " + nccl_error_string(async);
+}
+
+std::shared_ptr<c10::cuda::CUDAEvent> NcclCommunicator::leave(const at::Tensor& used, const char* what) {
+  std::shared_ptr<c10::cuda::CUDAEvent> done = impl_->leave(used);
+  if (CollectiveWatchdog* w = watchdog()) w->watch(what, [done] { return done->query(); });
+  return done;
+}
+
 void NcclCommunicator::abort() {
   if (impl_ && impl_->comm != nullptr) {
     ncclCommAbort(impl_->comm);
@@ -138,7 +158,7 @@ std::shared_ptr<Work> NcclCommunicator::all_reduce_async(const at::Tensor& tenso
   DDPM_NCCL_CALL(ncclAllReduce(buffer.data_ptr(), buffer.data_ptr(), buffer.numel(),
                                nccl_type(buffer.scalar_type()), op == ReduceOp::kAvg ? ncclAvg : ncclSum,
                                impl_->comm, impl_->stream.stream()));
-  return std::make_shared<NcclWork>(impl_->leave(buffer), impl_->device, buffer, target);
+  return std::make_shared<NcclWork>(leave(buffer, "NCCL all_reduce"), impl_->device, buffer, target);
 }
 
 void NcclCommunicator::broadcast(const at::Tensor& tensor, int root) {
@@ -148,7 +168,8 @@ void NcclCommunicator::broadcast(const at::Tensor& tensor, int root) {
   impl_->enter();
   DDPM_NCCL_CALL(ncclBroadcast(buffer.data_ptr(), buffer.data_ptr(), buffer.nbytes(), ncclUint8, root,
                                impl_->comm, impl_->stream.stream()));
-  NcclWork(impl_->leave(buffer), impl_->device, buffer, tensor.is_contiguous() ? at::Tensor() : tensor).wait();
+  NcclWork(leave(buffer, "NCCL broadcast"), impl_->device, buffer, tensor.is_contiguous() ? at::Tensor() : tensor)
+      .wait();
 }
 
 at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
@@ -162,7 +183,7 @@ at::Tensor NcclCommunicator::all_gather(const at::Tensor& tensor) {
   DDPM_NCCL_CALL(ncclAllGather(src.data_ptr(), out.data_ptr(), src.nbytes(), ncclUint8, impl_->comm,
                                impl_->stream.stream()));
   c10::cuda::CUDACachingAllocator::recordStream(src.storage().data_ptr(), impl_->stream);
-  NcclWork(impl_->leave(out), impl_->device, out, at::Tensor()).wait();
+  NcclWork(leave(out, "NCCL all_gather"), impl_->device, out, at::Tensor()).wait();
   return out;
 }
 

@@ -38,6 +38,11 @@ int main(int argc, char** argv) {
     const ddpm::trainer::TrainConfig& config = *cli.config;
     ddpm::dist::set_threads_per_rank(ctx);
     comm = ddpm::dist::make_communicator(ctx);
+    // A rank stuck in a collective (a peer hung or died) ends the whole job instead of waiting
+    // forever: abort the communicator (NCCL), then MPI_Abort, from the watchdog's thread.
+    comm->set_collective_timeout(config.collective_timeout, [&comm](const std::string& message) {
+      ddpm::dist::abort_job(message, comm.get(), 1);
+    });
     if (ctx.rank == 0) {
       std::cout << "ddpm_train " << DDPM_VERSION << " (torch " << DDPM_TORCH_VERSION << "), " << ctx.world_size
                 << " rank(s), backend " << comm->backend() << ", " << at::get_num_threads()

@@ -91,6 +91,8 @@ std::vector<Field> build_fields() {
       make("label_dropout", model, "probability a label is dropped (classifier-free guidance)",
            &C::label_dropout),
       make("seed", run, "seed of parameters, noise, timesteps and data order", &C::seed),
+      make("collective_timeout", run, "seconds a rank may wait inside one collective before every rank is "
+           "ended (a peer hung or died; 0 = wait forever)", &C::collective_timeout, true),
       make("save_every", ckpt, "steps between checkpoints (one is also written at the end)",
            &C::save_every, true),
       make("keep_last", ckpt, "keep the newest K checkpoints (0 = keep all)", &C::keep_last, true),

@@ -113,6 +113,8 @@ void check_optimizer(const TrainConfig& c) {
   if (!(c.lr_min >= 0 && c.lr_min <= c.lr)) bad("lr_min", "must be in [0, lr]");
   at_least("lr_decay_steps", c.lr_decay_steps, 0, "0 means the run's length");
   at_least("grad_clip", c.grad_clip, 0, "0 turns clipping off");
+  at_least("collective_timeout", c.collective_timeout, 0, "0 waits forever; give a few minutes more than rank 0 "
+           "ever works alone (checkpoint writes, FID statistics)");
   if (c.ema_rates.empty()) bad("ema_rates", "is empty; give at least one rate, e.g. --ema-rates 0.9999");
   std::set<double> seen;
   for (double r : c.ema_rates) {

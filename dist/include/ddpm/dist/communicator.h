@@ -4,11 +4,14 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace ddpm::dist {
+
+class CollectiveWatchdog;
 
 struct Context;
 
@@ -60,6 +63,21 @@ class Communicator {
   virtual void barrier() = 0;
   // Tears the transport down without waiting for peers (NCCL: ncclCommAbort). For the fatal path.
   virtual void abort() {}
+
+  // Bounds every collective from now on (watchdog.h): one that has not completed after `seconds`
+  // (a peer stopped responding), or an asynchronous transport error, calls on_timeout(message)
+  // on the watchdog's thread, which must end the process. seconds <= 0 removes the bound.
+  void set_collective_timeout(double seconds, std::function<void(const std::string& message)> on_timeout);
+  // Shares a watchdog (NCCL hands its own to the MPI communicator it uses for CPU tensors).
+  virtual void set_watchdog(std::shared_ptr<CollectiveWatchdog> watchdog) { watchdog_ = std::move(watchdog); }
+  // The transport's asynchronous error, "" when none; polled from the watchdog's thread.
+  virtual std::string async_error() { return ""; }
+
+ protected:
+  CollectiveWatchdog* watchdog() const { return watchdog_.get(); }
+
+ private:
+  std::shared_ptr<CollectiveWatchdog> watchdog_;
 };
 
 // world size 1: every collective is the identity (all_gather adds the leading dim of 1).

@@ -8,6 +8,10 @@
 
 #include "ddpm/dist/communicator.h"
 
+namespace c10::cuda {
+struct CUDAEvent;
+}
+
 namespace ddpm::dist {
 
 #if DDPM_WITH_NCCL
@@ -28,10 +32,14 @@ class NcclCommunicator : public Communicator {
   at::Tensor all_gather(const at::Tensor& tensor) override;
   void barrier() override;
   void abort() override;
+  void set_watchdog(std::shared_ptr<CollectiveWatchdog> watchdog) override;  // also for the CPU path
+  std::string async_error() override;  // ncclCommGetAsyncError
 
   struct Impl;
 
  private:
+  // The event recorded after a collective on the NCCL stream, watched until it completes.
+  std::shared_ptr<c10::cuda::CUDAEvent> leave(const at::Tensor& used, const char* what);
   std::unique_ptr<Impl> impl_;
   int rank_ = 0;
   int size_ = 1;

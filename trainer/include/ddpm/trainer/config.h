@@ -65,6 +65,7 @@ struct TrainConfig {
   double label_dropout = 0.0;        // probability a label is dropped (classifier-free guidance)
   // --- reproducibility ---
   int64_t seed = 0;
+  double collective_timeout = 1800.0;  // seconds in one collective before the job is ended (0 = none)
   // --- checkpoints ---
   int64_t save_every = 5000;         // steps between checkpoints (one is also written at the end)
   int64_t keep_last = 3;             // keep the newest K checkpoints (0 = keep all)
