@@ -102,7 +102,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t lo = begin + b * a.batch_size, hi = std::min(end, lo + a.batch_size);
     const auto batch = ddpm::trainer::sample_indices(m, diffusion, req, lo, hi, ctx.device());
-    images.push_back(ddpm::trainer::to_uint8_nhwc(batch.images));
+    images.push_back(ddpm::data::to_uint8_nhwc(batch.images));
     if (batch.labels.defined()) labels.push_back(batch.labels);
     if (comm.rank() == 0) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

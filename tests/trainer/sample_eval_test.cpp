@@ -17,6 +17,7 @@
 
 #include "ddpm/data/convert.h"
 #include "ddpm/data/dataset.h"
+#include "ddpm/data/images.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/factory.h"
@@ -194,7 +195,7 @@ TEST_F(SampleEval, SamplesDoNotDependOnRankCount) {
   SampleRequest req;
   req.respacing = "5", req.seed = 9, req.guidance = true, req.guidance_scale = 2.0;
   const auto direct = sample_indices(m, make_diffusion(m.config, "5"), req, 0, 5, c10::kCPU);
-  const at::Tensor diff = (to_uint8_nhwc(direct.images).to(at::kInt) - a0.to(at::kInt)).abs();
+  const at::Tensor diff = (data::to_uint8_nhwc(direct.images).to(at::kInt) - a0.to(at::kInt)).abs();
   std::cout << "[maxdiff] npz vs in-process uint8: " << diff.max().item<int>() << std::endl;
   EXPECT_LE(diff.max().item<int>(), 1);
   EXPECT_TRUE(at::equal(direct.labels, one.at("arr_1")));

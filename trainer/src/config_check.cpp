@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "config_fields.h"
-#include "ddpm/trainer/fid_eval.h"
+#include "ddpm/evaluation/fid_eval.h"
 #include "fs_util.h"
 
 namespace ddpm::trainer {
@@ -164,7 +164,7 @@ void check_outputs(const TrainConfig& c) {
                                "; give domain:PATH (train one with ddpm_fid_net), inception:PATH (pytorch-fid's "
                                "pt_inception-2015-12-05-6726825d.pth) or torchscript:PATH, or --fid-every 0");
     }
-    parse_extractor_spec(c.fid_extractor, flag_of("fid_extractor"));
+    evaluation::parse_extractor_spec(c.fid_extractor, flag_of("fid_extractor"));
     check_respacing(c.fid_sampling, c.diffusion_steps, "fid_sampling");
   }
   at_least("log_every", c.log_every, 1);

@@ -80,16 +80,16 @@ void Trainer::write_sample_grid() {
 
 void Trainer::setup_fid() {
   if (config_.fid_every <= 0) return;
-  FidSettings s;
+  evaluation::FidSettings s;
   s.extractor = config_.fid_extractor;
   s.samples = config_.fid_samples;
   s.sampling = config_.fid_sampling;
-  s.stats_path = config_.fid_stats.empty() ? default_fid_stats_path(config_.data, config_.run_dir) : config_.fid_stats;
+  s.stats_path = config_.fid_stats.empty() ? evaluation::default_fid_stats_path(config_.data, config_.run_dir) : config_.fid_stats;
   s.data = config_.data;
   s.seed = static_cast<uint64_t>(config_.sample_seed);
   s.batch_size = fid_batch_size(config_);  // fixed batches of global indices: any world size samples alike
   const auto t0 = Clock::now();
-  fid_ = std::make_unique<FidEvaluation>(s, comm_, device_, [this](const std::string& line) { print(line); });
+  fid_ = std::make_unique<evaluation::FidEvaluation>(s, comm_, device_, [this](const std::string& line) { print(line); });
   if (rank_ != 0) return;
   log_->write({{"event", "fid_reference"}, {"step", step_}, {"extractor", fid_->extractor_name()},
                {"stats", s.stats_path}, {"cached", fid_->reference_from_cache()},
@@ -100,7 +100,7 @@ void Trainer::evaluate_fid() {
   const auto t0 = Clock::now();
   const RngState saved = capture_rng_state();  // FID must not shift training's randomness
   model::UNet net = ema_model(config_, model_, ema_->state(0), device_);
-  const FidReport r = fid_->evaluate(net, config_);
+  const evaluation::FidReport r = evaluate_model_fid(*fid_, net, config_);
   restore_rng_state(saved);
   interval_.paused += seconds_since(t0);
   if (rank_ != 0) return;

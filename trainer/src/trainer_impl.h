@@ -23,7 +23,7 @@
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/ema.h"
-#include "ddpm/trainer/fid_eval.h"
+#include "ddpm/trainer/fid_sampling.h"
 #include "ddpm/trainer/lr_schedule.h"
 #include "ddpm/trainer/run_log.h"
 #include "ddpm/trainer/step_guard.h"
@@ -116,7 +116,7 @@ class Trainer {
   std::unique_ptr<dist::GradientReducer> reducer_;
   std::unique_ptr<EmaSet> ema_;
   std::unique_ptr<CheckpointStore> store_;
-  std::unique_ptr<FidEvaluation> fid_;  // when fid_every > 0
+  std::unique_ptr<evaluation::FidEvaluation> fid_;  // when fid_every > 0
 
   // Progress (all saved in checkpoints).
   int64_t step_ = 0, images_seen_ = 0;

@@ -11,7 +11,7 @@
 #include <optional>
 #include <string>
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 
 // images (N, C, H, W) with values in [0, 1] (C = 1 is repeated to 3 where the network needs
 // RGB) -> features (N, D) float32 on the CPU.
@@ -89,4 +89,4 @@ void save_reference_stats(const std::string& cache_path, const GaussianStats& st
 GaussianStats reference_stats(const std::string& cache_path, const std::string& dataset, FeatureExtractor& extractor,
                               const std::function<std::optional<at::Tensor>()>& next_batch);
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation

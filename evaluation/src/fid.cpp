@@ -1,15 +1,15 @@
 // Streaming feature statistics, the FidEvaluator and the HDF5 reference-statistics cache;
-// see ddpm/monitoring/fid.h.
+// see ddpm/evaluation/fid.h.
 #include <ATen/ATen.h>
 #include <H5Cpp.h>
 
 #include <filesystem>
 #include <stdexcept>
 
-#include "ddpm/monitoring/fid.h"
-#include "ddpm/ops/frechet.h"
+#include "ddpm/evaluation/fid.h"
+#include "ddpm/evaluation/frechet.h"
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 
 void FeatureStats::add(const at::Tensor& features) {
   TORCH_CHECK(features.dim() == 2, "FeatureStats: expected features (N, D), got ", features.sizes());
@@ -64,7 +64,7 @@ FidResult FidEvaluator::compute() const {
   TORCH_CHECK(stats_.count() >= 2, "FidEvaluator: need at least 2 samples, have ", stats_.count());
   TORCH_CHECK(stats_.dim() == ref_.mu.size(0), "FidEvaluator: features have ", stats_.dim(),
               " dimensions, reference statistics ", ref_.mu.size(0));
-  return {ops::frechet_distance(stats_.mean(), stats_.covariance(), ref_.mu, ref_.sigma), name_, stats_.count()};
+  return {frechet_distance(stats_.mean(), stats_.covariance(), ref_.mu, ref_.sigma), name_, stats_.count()};
 }
 
 // --- HDF5 cache -----------------------------------------------------------------------------
@@ -155,4 +155,4 @@ GaussianStats reference_stats(const std::string& cache_path, const std::string& 
   return s;
 }
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation
