@@ -79,7 +79,8 @@ class FidEvaluator {
 };
 
 // HDF5 cache of reference statistics: group "/<dataset>/<extractor>" (slashes in either become
-// '|') holding mu (D), sigma (D, D) and count. load returns nullopt when the entry is absent.
+// '|') holding float64 datasets mu (D), sigma (D, D) and count (1), written with
+// data::H5TensorFile. load returns nullopt when the entry is absent.
 std::optional<GaussianStats> load_reference_stats(const std::string& cache_path, const std::string& dataset,
                                                   const std::string& extractor);
 void save_reference_stats(const std::string& cache_path, const GaussianStats& stats);
