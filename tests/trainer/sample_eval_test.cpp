@@ -18,11 +18,11 @@
 #include "ddpm/data/convert.h"
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/images.h"
+#include "ddpm/data/npy.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
-#include "ddpm/trainer/npz.h"
 #include "testing/testing.h"
 
 namespace ddpm::trainer {
@@ -163,7 +163,7 @@ TEST_F(SampleEval, GuidanceFollowsTheFormula) {
 
 TEST_F(SampleEval, NpzWriterRoundTrips) {
   const at::Tensor a = at::arange(24, at::kLong).reshape({2, 3, 4}).to(at::kByte), b = at::arange(5, at::kLong) - 2;
-  write_npz(dir_ + "/rt.npz", {{"arr_0", a}, {"arr_1", b}});
+  data::write_npz(dir_ + "/rt.npz", {{"arr_0", a}, {"arr_1", b}});
   const auto back = data::read_npz(dir_ + "/rt.npz");
   ASSERT_EQ(back.size(), 2u);
   EXPECT_TRUE(at::equal(back.at("arr_0"), a));

@@ -7,8 +7,8 @@
 #include <stdexcept>
 
 #include "config_fields.h"
+#include "ddpm/data/files.h"
 #include "ddpm/evaluation/fid_eval.h"
-#include "fs_util.h"
 
 namespace ddpm::trainer {
 
@@ -259,11 +259,11 @@ void check_resume_config(const Json& saved, const Json& now, const std::string& 
 }
 
 void write_config_file(const std::string& path, const TrainConfig& config) {
-  fs_util::write_file_atomic(path, to_json(config).dump(2) + "\n");
+  data::write_file_atomic(path, to_json(config).dump(2) + "\n");
 }
 
 Json read_json_file(const std::string& path) {
-  const std::string text = fs_util::read_file(path);
+  const std::string text = data::read_file(path);
   try {
     return Json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
