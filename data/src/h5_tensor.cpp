@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <H5Cpp.h>
 
+#include <filesystem>
 #include <stdexcept>
 
 namespace ddpm::data {
@@ -73,8 +74,24 @@ H5TensorFile H5TensorFile::create(const std::string& path) {
   }
 }
 
+H5TensorFile H5TensorFile::open_rw(const std::string& path) {
+  H5::Exception::dontPrint();
+  const bool exists = std::filesystem::exists(path);
+  try {
+    return H5TensorFile(path, std::make_unique<Impl>(Impl{H5::H5File(path, exists ? H5F_ACC_RDWR : H5F_ACC_TRUNC)}));
+  } catch (const H5::Exception& e) {
+    fail(path, std::string(exists ? "cannot open for writing: " : "cannot create: ") + e.getDetailMsg(),
+         exists ? "check that it is an HDF5 file you may write, or delete it" : "check that the folder exists and is writable");
+  }
+}
+
 bool H5TensorFile::has(const std::string& dataset) const {
-  return H5Lexists(impl_->file.getId(), dataset.c_str(), H5P_DEFAULT) > 0;
+  // H5Lexists fails (rather than answering no) when a group on the path is missing: walk it.
+  for (size_t end = dataset.find('/', 1);; end = dataset.find('/', end + 1)) {
+    const std::string prefix = dataset.substr(0, end);
+    if (!prefix.empty() && prefix != "/" && H5Lexists(impl_->file.getId(), prefix.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (end == std::string::npos) return !prefix.empty();
+  }
 }
 
 std::vector<std::string> H5TensorFile::names() const {
@@ -111,10 +128,20 @@ void H5TensorFile::write(const std::string& dataset, const at::Tensor& t) {
   if (c.scalar_type() == at::kBool) c = c.to(at::kByte);
   const H5::PredType type = h5_type_of(c.scalar_type(), path_, dataset);
   std::vector<hsize_t> dims(c.sizes().begin(), c.sizes().end());
+  const hid_t file = impl_->file.getId();
+  if (has(dataset) && H5Ldelete(file, dataset.c_str(), H5P_DEFAULT) < 0) {
+    fail(path_, "cannot replace dataset '" + dataset + "'", "check that the file is writable");
+  }
   try {
     H5::DataSpace space(static_cast<int>(dims.size()), dims.data());
-    H5::DataSet ds = impl_->file.createDataSet(dataset, type, space);
-    if (c.numel() > 0) ds.write(c.data_ptr(), type);
+    const hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);  // groups on the path are created
+    H5Pset_create_intermediate_group(lcpl, 1);
+    const hid_t ds = H5Dcreate2(file, dataset.c_str(), type.getId(), space.getId(), lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    if (ds < 0) fail(path_, "cannot create dataset '" + dataset + "'", "check that the file is writable");
+    const herr_t rc = c.numel() > 0 ? H5Dwrite(ds, type.getId(), H5S_ALL, H5S_ALL, H5P_DEFAULT, c.data_ptr()) : 0;
+    H5Dclose(ds);
+    if (rc < 0) fail(path_, "writing dataset '" + dataset + "' failed", "check the free disk space");
   } catch (const H5::Exception& e) {
     fail(path_, "writing dataset '" + dataset + "' failed: " + e.getDetailMsg(), "");
   }

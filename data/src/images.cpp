@@ -1,4 +1,5 @@
-// PNG/JPEG decoding, PNG writing, sample grids and the improved-diffusion resize; see images.h.
+// PNG/JPEG decoding, PNG writing, sample grids, the uint8 conversion of samples and the
+// improved-diffusion resize; see images.h.
 #include "ddpm/data/images.h"
 
 #include <ATen/ATen.h>
@@ -144,6 +145,10 @@ void write_png(const std::string& path, const at::Tensor& image) {
   img.format = c.size(2) == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
   if (!png_image_write_to_file(&img, path.c_str(), 0, c.data_ptr<uint8_t>(), 0, nullptr))
     fail(path, std::string("cannot write PNG: ") + img.message, "check that the folder exists and is writable");
+}
+
+at::Tensor to_uint8_nhwc(const at::Tensor& images) {
+  return ((images.to(at::kFloat) + 1) * 127.5).clamp(0, 255).to(at::kByte).permute({0, 2, 3, 1}).contiguous();
 }
 
 at::Tensor make_grid(const at::Tensor& images, int64_t ncols) {

@@ -1,5 +1,6 @@
-// NumPy .npy arrays (header parsed here) and .npz archives (a small zip reader: stored and
-// deflated entries, zip64 sizes, CRC-32 checked with zlib).
+// Reading NumPy .npy arrays (header parsed here) and .npz archives (a small zip reader: stored
+// and deflated entries, zip64 sizes, CRC-32 checked with zlib); see ddpm/data/npy.h (the writer
+// is npz_writer.cpp).
 #include <ATen/ATen.h>
 #include <zlib.h>
 
@@ -7,19 +8,14 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "ddpm/data/convert.h"
+#include "ddpm/data/files.h"
+#include "ddpm/data/npy.h"
 
 namespace ddpm::data {
 namespace {
 
 [[noreturn]] void fail(const std::string& path, const std::string& what, const std::string& hint = "") {
   throw std::runtime_error(path + ": " + what + (hint.empty() ? "" : " (" + hint + ")"));
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, std::string("cannot open: ") + std::strerror(errno), "check the path");
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 // The value text after 'key': in the header dict.

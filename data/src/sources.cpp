@@ -10,6 +10,7 @@
 
 #include "ddpm/data/convert.h"
 #include "ddpm/data/images.h"
+#include "ddpm/data/npy.h"
 
 namespace ddpm::data {
 namespace fs = std::filesystem;

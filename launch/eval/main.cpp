@@ -1,6 +1,7 @@
 // ddpm_eval: bits/dim of a checkpoint's model (raw or EMA weights) on a test HDF5 set (the full
 // T-step bound, calc_bpd_loop, split across ranks and all-reduced), or with --fid the FID of its
-// samples against a reference set (trainer/fid_eval.h); rank 0 prints and writes a JSON summary.
+// samples against a reference set (evaluation/fid_eval.h through trainer/fid_sampling.h, as in
+// training); rank 0 prints and writes a JSON summary.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -20,7 +21,7 @@
 #include "ddpm/dist/rank_main.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
-#include "ddpm/trainer/fid_eval.h"
+#include "ddpm/trainer/fid_sampling.h"
 #include "ddpm/trainer/inference.h"
 
 namespace {
@@ -106,7 +107,7 @@ nlohmann::ordered_json run_bpd(const Args& a, ddpm::trainer::LoadedModel& m, ddp
 nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddpm::dist::Communicator& comm,
                                const ddpm::dist::Context& ctx) {
   const ddpm::trainer::TrainConfig& c = m.config;
-  ddpm::trainer::FidSettings s;
+  ddpm::evaluation::FidSettings s;
   s.extractor = a.fid_extractor.empty() ? c.fid_extractor : a.fid_extractor;
   if (s.extractor.empty()) {
     throw std::invalid_argument("--fid needs --fid-extractor (domain:PATH, inception:PATH or torchscript:PATH); the "
@@ -117,12 +118,12 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
   s.sampling = a.fid_sampling.empty() ? c.fid_sampling : a.fid_sampling;
   s.stats_path = !a.fid_stats.empty() ? a.fid_stats
                  : !c.fid_stats.empty() ? c.fid_stats
-                                        : ddpm::trainer::default_fid_stats_path(s.data, c.run_dir);
+                                        : ddpm::evaluation::default_fid_stats_path(s.data, c.run_dir);
   s.seed = static_cast<uint64_t>(a.seed >= 0 ? a.seed : c.sample_seed);
   s.batch_size = a.fid_batch > 0 ? a.fid_batch : ddpm::trainer::fid_batch_size(c);
   s.clip_denoised = a.clip_denoised;
   const auto print = [](const std::string& line) { std::cout << line << std::endl; };
-  ddpm::trainer::FidEvaluation fid(s, comm, ctx.device(), print);
+  ddpm::evaluation::FidEvaluation fid(s, comm, ctx.device(), print);
   const std::string weights =
       m.ema_rate ? "ema_" + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model");
   if (comm.rank() == 0) {
@@ -131,7 +132,7 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
               << fid.extractor_name() << ", reference " << s.data << ", " << comm.world_size() << " rank(s)"
               << std::endl;
   }
-  const ddpm::trainer::FidReport r = fid.evaluate(m.unet, c);
+  const ddpm::evaluation::FidReport r = ddpm::trainer::evaluate_model_fid(fid, m.unet, c);
   if (comm.rank() != 0) return {};
   std::printf("fid %.6f  extractor=%s samples=%lld sampling=%s seconds=%.1f\n", r.fid, r.extractor.c_str(),
               static_cast<long long>(r.samples), s.sampling.c_str(), r.seconds);

@@ -1,6 +1,6 @@
-// ddpm_fid_net: trains the domain feature network (monitoring/domain_net.h) on a labelled HDF5
+// ddpm_fid_net: trains the domain feature network (evaluation/domain_net.h) on a labelled HDF5
 // dataset made by ddpm_prepare, reports its test accuracy, and saves it for
-// make_domain_extractor. The training loop lives here because monitoring may not read HDF5 data.
+// make_domain_extractor. The training loop is a tool's job, so it lives here, not in the library.
 #include <ATen/ATen.h>
 #include <CLI/CLI.hpp>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -14,7 +14,7 @@
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/reader.h"
-#include "ddpm/monitoring/domain_net.h"
+#include "ddpm/evaluation/domain_net.h"
 
 namespace {
 using Clock = std::chrono::steady_clock;
@@ -39,7 +39,7 @@ ddpm::data::DatasetInfo check_labelled(const std::string& path, const char* flag
 }
 
 // Fraction of the test set classified correctly, in batches of 1000.
-double test_accuracy(ddpm::monitoring::DomainNetImpl& net, const std::string& path) {
+double test_accuracy(ddpm::evaluation::DomainNetImpl& net, const std::string& path) {
   const auto ds = ddpm::data::ImageDataset::open(path);
   const at::Tensor labels = ds.labels();  // (N)
   const int64_t n = ds.info().count;
@@ -66,7 +66,7 @@ void train(const Args& a) {
   }
   if (tr.height < 16 || tr.width < 16) throw std::runtime_error("--data " + a.data + ": images must be at least 16x16");
   at::manual_seed(a.seed);
-  ddpm::monitoring::DomainNet net(ddpm::monitoring::DomainNetOptions{tr.channels, tr.num_classes, a.width, 128});
+  ddpm::evaluation::DomainNet net(ddpm::evaluation::DomainNetOptions{tr.channels, tr.num_classes, a.width, 128});
   torch::optim::Adam opt(net->parameters(), torch::optim::AdamOptions(a.lr));
   ddpm::data::ReaderOptions ro;
   ro.global_batch = a.batch_size;
@@ -109,7 +109,7 @@ void train(const Args& a) {
   const double acc = test_accuracy(*net, a.test);
   std::printf("trained on %lld images in %.1f s; test accuracy %.4f on %lld images of %s\n", (long long)seen, train_s,
               acc, (long long)te.count, a.test.c_str());
-  ddpm::monitoring::save_domain_net(a.out, *net, acc);
+  ddpm::evaluation::save_domain_net(a.out, *net, acc);
   std::printf("saved %s (extractor name domain:%s)\n", a.out.c_str(),
               std::filesystem::path(a.out).filename().string().c_str());
 }

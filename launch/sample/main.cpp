@@ -14,6 +14,7 @@
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/images.h"
+#include "ddpm/data/npy.h"
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
@@ -21,7 +22,6 @@
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
-#include "ddpm/trainer/npz.h"
 
 namespace {
 
@@ -102,7 +102,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t lo = begin + b * a.batch_size, hi = std::min(end, lo + a.batch_size);
     const auto batch = ddpm::trainer::sample_indices(m, diffusion, req, lo, hi, ctx.device());
-    images.push_back(ddpm::trainer::to_uint8_nhwc(batch.images));
+    images.push_back(ddpm::data::to_uint8_nhwc(batch.images));
     if (batch.labels.defined()) labels.push_back(batch.labels);
     if (comm.rank() == 0) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -127,7 +127,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   const at::Tensor arr0 = at::cat(all, 0);  // (N, H, W, C) uint8
   std::vector<std::pair<std::string, at::Tensor>> arrays = {{"arr_0", arr0}};
   if (!all_labels.empty()) arrays.emplace_back("arr_1", at::cat(all_labels, 0));
-  ddpm::trainer::write_npz(a.out, arrays);
+  ddpm::data::write_npz(a.out, arrays);
   std::cout << "wrote " << a.out << " (arr_0 " << arr0.sizes() << " uint8" << (all_labels.empty() ? "" : ", arr_1 labels")
             << ")" << std::endl;
   if (!a.grid.empty()) {

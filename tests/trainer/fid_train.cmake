@@ -1,5 +1,5 @@
-# FID during training and ddpm_eval --fid (trainer/fid_eval.h): a 2-rank ddpm_train with
-# --fid-every against 1-rank ddpm_eval --fid and a float64 numpy FID (fid_train_reference.py,
+# FID during training and ddpm_eval --fid (evaluation/fid_eval.h through trainer/fid_sampling.h): a
+# 2-rank ddpm_train with --fid-every against 1-rank ddpm_eval --fid and a float64 numpy FID (fid_train_reference.py,
 # which also writes the tiny TorchScript extractor as the fixture golden_fid_train).
 ddpm_add_reference(fid_train fid_train_reference.py --module ${PROJECT_BINARY_DIR}/golden/fid_train_extractor.pt)
 ddpm_add_test(fid_train SOURCES fid_train_test.cpp $<TARGET_OBJECTS:ddpm_loop_fixtures>

@@ -24,7 +24,7 @@
 
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
-#include "ddpm/trainer/fid_eval.h"
+#include "ddpm/evaluation/fid_eval.h"
 #include "testing/testing.h"
 #include "trainer/loop/loop_fixtures.h"
 
@@ -121,12 +121,12 @@ std::string FidTrain::dir_;
 
 TEST_F(FidTrain, RankBatchesDoNotDependOnWorldSize) {
   using Range = std::pair<int64_t, int64_t>;
-  EXPECT_EQ(fid_rank_range(12, 8, 0, 1), Range(0, 12));
-  EXPECT_EQ(fid_rank_range(12, 8, 0, 2), Range(0, 8));
-  EXPECT_EQ(fid_rank_range(12, 8, 1, 2), Range(8, 12));
-  EXPECT_EQ(fid_rank_range(12, 8, 0, 3), Range(0, 0));
-  EXPECT_EQ(fid_rank_range(12, 8, 2, 3), Range(8, 12));
-  EXPECT_EQ(fid_rank_range(10, 2, 1, 2), Range(4, 10));
+  EXPECT_EQ(evaluation::fid_rank_range(12, 8, 0, 1), Range(0, 12));
+  EXPECT_EQ(evaluation::fid_rank_range(12, 8, 0, 2), Range(0, 8));
+  EXPECT_EQ(evaluation::fid_rank_range(12, 8, 1, 2), Range(8, 12));
+  EXPECT_EQ(evaluation::fid_rank_range(12, 8, 0, 3), Range(0, 0));
+  EXPECT_EQ(evaluation::fid_rank_range(12, 8, 2, 3), Range(8, 12));
+  EXPECT_EQ(evaluation::fid_rank_range(10, 2, 1, 2), Range(4, 10));
 }
 
 // Two ranks train with --fid-every 2 for 3 steps (FID at 2 and, at the end, 3), then resume to 4.

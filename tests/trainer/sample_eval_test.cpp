@@ -17,11 +17,12 @@
 
 #include "ddpm/data/convert.h"
 #include "ddpm/data/dataset.h"
+#include "ddpm/data/images.h"
+#include "ddpm/data/npy.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
-#include "ddpm/trainer/npz.h"
 #include "testing/testing.h"
 
 namespace ddpm::trainer {
@@ -161,7 +162,7 @@ TEST_F(SampleEval, GuidanceFollowsTheFormula) {
 
 TEST_F(SampleEval, NpzWriterRoundTrips) {
   const at::Tensor a = at::arange(24, at::kLong).reshape({2, 3, 4}).to(at::kByte), b = at::arange(5, at::kLong) - 2;
-  write_npz(dir_ + "/rt.npz", {{"arr_0", a}, {"arr_1", b}});
+  data::write_npz(dir_ + "/rt.npz", {{"arr_0", a}, {"arr_1", b}});
   const auto back = data::read_npz(dir_ + "/rt.npz");
   ASSERT_EQ(back.size(), 2u);
   EXPECT_TRUE(at::equal(back.at("arr_0"), a));
@@ -193,7 +194,7 @@ TEST_F(SampleEval, SamplesDoNotDependOnRankCount) {
   SampleRequest req;
   req.respacing = "5", req.seed = 9, req.guidance = true, req.guidance_scale = 2.0;
   const auto direct = sample_indices(m, make_diffusion(m.config, "5"), req, 0, 5, c10::kCPU);
-  const at::Tensor diff = (to_uint8_nhwc(direct.images).to(at::kInt) - a0.to(at::kInt)).abs();
+  const at::Tensor diff = (data::to_uint8_nhwc(direct.images).to(at::kInt) - a0.to(at::kInt)).abs();
   std::cout << "[maxdiff] npz vs in-process uint8: " << diff.max().item<int>() << std::endl;
   EXPECT_LE(diff.max().item<int>(), 1);
   EXPECT_TRUE(at::equal(direct.labels, one.at("arr_1")));

@@ -9,8 +9,8 @@
 #include <filesystem>
 #include <set>
 
+#include "ddpm/data/files.h"
 #include "ddpm/trainer/checkpoint.h"
-#include "fs_util.h"
 
 namespace ddpm::trainer {
 
@@ -80,21 +80,21 @@ std::string CheckpointStore::save(const TrainState& state) {
   fs::create_directory(tmp);
   write_checkpoint_files(tmp.string(), state);
   point("files_written");
-  fs_util::fsync_path(dir_);
+  data::fsync_path(dir_);
   point("before_rename");
   if (fs::exists(final_dir)) {  // an older write of this step (e.g. one that failed to verify)
     const fs::path trash = fs::path(dir_) / (".trash-" + name + "-" + pid);
     fs::remove_all(trash);
     rename_or_throw(final_dir, trash);
     rename_or_throw(tmp, final_dir);
-    fs_util::fsync_path(dir_);
+    data::fsync_path(dir_);
     fs::remove_all(trash);
   } else {
     rename_or_throw(tmp, final_dir);
-    fs_util::fsync_path(dir_);
+    data::fsync_path(dir_);
   }
   point("after_rename");
-  fs_util::write_file_atomic((fs::path(dir_) / "latest").string(), name + "\n");
+  data::write_file_atomic((fs::path(dir_) / "latest").string(), name + "\n");
   point("latest_written");
   std::error_code ec;
   for (int64_t step : checkpoints_to_delete(list_steps(), retention_)) {
@@ -117,7 +117,7 @@ std::vector<int64_t> CheckpointStore::list_steps() const {
 std::optional<int64_t> CheckpointStore::latest_pointer() const {
   const fs::path p = fs::path(dir_) / "latest";
   if (!fs::exists(p)) return std::nullopt;
-  std::string text = fs_util::read_file(p.string());
+  std::string text = data::read_file(p.string());
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   if (!is_step_name(text)) return std::nullopt;
   return std::stoll(text);

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "ddpm/data/files.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/ema.h"
 #include "fs_util.h"
@@ -53,7 +54,7 @@ Json state_json(const TrainState& s) {
 void save_dict(const std::string& dir, const std::string& name, const model::TensorDict& d,
                std::vector<std::string>& files) {
   model::save_tensor_dict(dir + "/" + name, d);
-  fs_util::fsync_path(dir + "/" + name);
+  data::fsync_path(dir + "/" + name);
   files.push_back(name);
 }
 
@@ -79,14 +80,14 @@ void write_checkpoint_files(const std::string& dir, const TrainState& s) {
   for (const auto& [rate, dict] : s.emas) save_dict(dir, ema_file_name(rate), dict, files);
   save_dict(dir, "optimizer.pt", s.optimizer, files);
   save_dict(dir, "state.pt", pack_state_tensors(s), files);
-  fs_util::write_file_atomic(dir + "/state.json", state_json(s).dump(2) + "\n");
+  data::write_file_atomic(dir + "/state.json", state_json(s).dump(2) + "\n");
   files.push_back("state.json");
   Json manifest{{"format_version", kCheckpointFormatVersion}, {"step", s.step}, {"files", Json::object()}};
   for (const auto& f : files) {
     manifest["files"][f] = Json{{"bytes", fs::file_size(dir + "/" + f)}, {"sha256", fs_util::sha256_file(dir + "/" + f)}};
   }
-  fs_util::write_file_atomic(dir + "/MANIFEST.json", manifest.dump(2) + "\n");
-  fs_util::fsync_path(dir);
+  data::write_file_atomic(dir + "/MANIFEST.json", manifest.dump(2) + "\n");
+  data::fsync_path(dir);
 }
 
 void verify_checkpoint(const std::string& dir) {
@@ -94,7 +95,7 @@ void verify_checkpoint(const std::string& dir) {
   if (!fs::exists(mpath)) broken(dir, "no MANIFEST.json (incomplete or not a checkpoint folder)");
   Json manifest;
   try {
-    manifest = Json::parse(fs_util::read_file(mpath));
+    manifest = Json::parse(data::read_file(mpath));
   } catch (const nlohmann::json::exception& e) {
     broken(dir, std::string("MANIFEST.json is not valid JSON (corrupted): ") + e.what());
   }
@@ -129,7 +130,7 @@ TrainState load_checkpoint(const std::string& dir) {
   verify_checkpoint(dir);
   Json j;
   try {
-    j = Json::parse(fs_util::read_file(dir + "/state.json"));
+    j = Json::parse(data::read_file(dir + "/state.json"));
   } catch (const nlohmann::json::exception& e) {
     broken(dir, std::string("state.json is not valid JSON: ") + e.what());
   }

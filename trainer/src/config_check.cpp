@@ -7,8 +7,8 @@
 #include <stdexcept>
 
 #include "config_fields.h"
-#include "ddpm/trainer/fid_eval.h"
-#include "fs_util.h"
+#include "ddpm/data/files.h"
+#include "ddpm/evaluation/fid_eval.h"
 
 namespace ddpm::trainer {
 
@@ -166,7 +166,7 @@ void check_outputs(const TrainConfig& c) {
                                "; give domain:PATH (train one with ddpm_fid_net), inception:PATH (pytorch-fid's "
                                "pt_inception-2015-12-05-6726825d.pth) or torchscript:PATH, or --fid-every 0");
     }
-    parse_extractor_spec(c.fid_extractor, flag_of("fid_extractor"));
+    evaluation::parse_extractor_spec(c.fid_extractor, flag_of("fid_extractor"));
     check_respacing(c.fid_sampling, c.diffusion_steps, "fid_sampling");
   }
   at_least("log_every", c.log_every, 1);
@@ -261,11 +261,11 @@ void check_resume_config(const Json& saved, const Json& now, const std::string& 
 }
 
 void write_config_file(const std::string& path, const TrainConfig& config) {
-  fs_util::write_file_atomic(path, to_json(config).dump(2) + "\n");
+  data::write_file_atomic(path, to_json(config).dump(2) + "\n");
 }
 
 Json read_json_file(const std::string& path) {
-  const std::string text = fs_util::read_file(path);
+  const std::string text = data::read_file(path);
   try {
     return Json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {

@@ -192,10 +192,6 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
   return out;
 }
 
-at::Tensor to_uint8_nhwc(const at::Tensor& images) {
-  return ((images.to(at::kFloat) + 1) * 127.5).clamp(0, 255).to(at::kByte).permute({0, 2, 3, 1}).contiguous();
-}
-
 std::pair<int64_t, int64_t> rank_range(int64_t count, int rank, int world_size) {
   return {count * rank / world_size, count * (rank + 1) / world_size};
 }

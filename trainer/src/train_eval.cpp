@@ -2,7 +2,7 @@
 // random streams as it found them (saved and restored around it) and its time out of images/s:
 //   sample grids  RUN/samples/step_<step>.png: samples [0, sample_count) drawn exactly as
 //                 ddpm_sample draws them (per-index seeds, rank_range slices), gathered by rank 0
-//   FID           --fid-every: FidEvaluation (fid_eval.h), features gathered to rank 0
+//   FID           --fid-every: evaluation::FidEvaluation with the sampler of fid_sampling.h
 //   bits/dim      --bpd-every: the full bound on the first --bpd-samples images (evaluate_bpd,
 //                 the numbers ddpm_eval gives for the checkpoint)
 #include <torch/torch.h>
@@ -107,27 +107,27 @@ void Trainer::write_sample_grid() {
 
 void Trainer::setup_fid() {
   if (config_.fid_every <= 0) return;
-  FidSettings s;
+  evaluation::FidSettings s;
   s.extractor = config_.fid_extractor;
   s.samples = config_.fid_samples;
   s.sampling = config_.fid_sampling;
-  s.stats_path = config_.fid_stats.empty() ? default_fid_stats_path(config_.data, config_.run_dir) : config_.fid_stats;
+  s.stats_path = config_.fid_stats.empty() ? evaluation::default_fid_stats_path(config_.data, config_.run_dir) : config_.fid_stats;
   s.data = config_.data;
   s.seed = static_cast<uint64_t>(config_.sample_seed);
   s.batch_size = fid_batch_size(config_);  // fixed batches of global indices: any world size samples alike
   const auto t0 = StepTimer::Clock::now();
-  fid_ = std::make_unique<FidEvaluation>(s, comm_, device_, [this](const std::string& line) { print(line); });
+  fid_ = std::make_unique<evaluation::FidEvaluation>(s, comm_, device_, [this](const std::string& line) { print(line); });
   logger_.event({{"event", "fid_reference"}, {"step", step_}, {"extractor", fid_->extractor_name()},
                  {"stats", s.stats_path}, {"cached", fid_->reference_from_cache()},
                  {"count", fid_->reference_count()}, {"seconds", seconds_since(t0)}});
 }
 
 void Trainer::evaluate_fid() {
-  FidReport r;
+  evaluation::FidReport r;
   {
     EvaluationScope scope(logger_);
     model::UNet net = ema_network();
-    r = fid_->evaluate(net, config_);
+    r = evaluate_model_fid(*fid_, net, config_);
   }
   if (rank_ != 0) return;
   const std::string rate = EmaSet::rate_name(ema_->rates()[0]);

@@ -26,7 +26,7 @@
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/ema.h"
-#include "ddpm/trainer/fid_eval.h"
+#include "ddpm/trainer/fid_sampling.h"
 #include "ddpm/trainer/optimizer_step.h"
 #include "ddpm/trainer/periodic.h"
 #include "ddpm/trainer/step_timer.h"
@@ -89,7 +89,7 @@ class Trainer {
   std::unique_ptr<dist::GradientReducer> reducer_;
   std::unique_ptr<EmaSet> ema_;
   std::unique_ptr<CheckpointStore> store_;
-  std::unique_ptr<FidEvaluation> fid_;  // when fid_every > 0
+  std::unique_ptr<evaluation::FidEvaluation> fid_;  // when fid_every > 0
   StepTimer timer_;
   PeriodicTasks periodic_;
 

@@ -21,12 +21,6 @@ at::Tensor read_idx(const std::string& path);
 at::Tensor read_idx_images(const std::string& path);  // uint8 (N, H, W, 1) from an IDX3 file
 at::Tensor read_idx_labels(const std::string& path);  // int64 (N) from an IDX1 file
 
-// NumPy .npy (version 1-3, C order; dtypes u1 i1 i2 u2 i4 u4 i8 u8 f4 f8 b1 -> the torch type,
-// unsigned 16-64 bit as int64) and .npz (zip, stored or deflated entries) as name -> tensor
-// (names without ".npy").
-at::Tensor read_npy(const std::string& path);
-std::map<std::string, at::Tensor> read_npz(const std::string& path);
-
 const std::vector<std::string>& fashion_mnist_class_names();
 
 // One conversion source. read() gives images at `resolution` (0: native size, which must be

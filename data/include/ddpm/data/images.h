@@ -29,6 +29,11 @@ void write_png(const std::string& path, const at::Tensor& image);
 at::Tensor make_grid(const at::Tensor& images, int64_t ncols);
 void write_png_grid(const std::string& path, const at::Tensor& images, int64_t ncols = 8);
 
+// improved-diffusion's conversion of samples to stored images: ((x + 1) * 127.5).clamp(0, 255)
+// truncated to uint8, NCHW -> NHWC. (N, C, H, W) float in [-1, 1], any device -> (N, H, W, C) uint8
+// on the same device.
+at::Tensor to_uint8_nhwc(const at::Tensor& images);
+
 // improved-diffusion's resize: while the short side >= 2R, halve both sides (box filter, area
 // average); then bicubic (Keys a = -0.5, widened when shrinking, as Pillow) so the short side is R
 // (sizes round(s * R / short)); then centre crop to R x R. uint8 (H, W, C) -> uint8 (R, R, C).

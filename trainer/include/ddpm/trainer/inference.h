@@ -71,10 +71,6 @@ struct SampleBatch {
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device);
 
-// improved-diffusion's conversion: ((x + 1) * 127.5).clamp(0, 255) truncated to uint8, NCHW ->
-// NHWC. (N, C, H, W) float -> (N, H, W, C) uint8.
-at::Tensor to_uint8_nhwc(const at::Tensor& images);
-
 // Contiguous share of `count` items for a rank: [count * r / W, count * (r + 1) / W).
 std::pair<int64_t, int64_t> rank_range(int64_t count, int rank, int world_size);
 

@@ -15,9 +15,9 @@
 #include <memory>
 #include <string>
 
-#include "ddpm/monitoring/fid.h"
+#include "ddpm/evaluation/fid.h"
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 
 struct DomainNetOptions {
   int64_t in_channels = 1;   // image channels C
@@ -59,4 +59,4 @@ DomainNet load_domain_net(const std::string& path, double* test_accuracy = nullp
 std::unique_ptr<FeatureExtractor> make_domain_extractor(const std::string& weights_path,
                                                         c10::Device device = c10::kCPU);
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation

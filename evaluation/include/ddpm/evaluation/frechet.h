@@ -4,7 +4,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
-namespace ddpm::ops {
+namespace ddpm::evaluation {
 
 // Tr((S1 S2)^{1/2}) for symmetric positive semi-definite S1, S2 (D, D). S1 S2 has the same
 // eigenvalues as sqrt(S1) S2 sqrt(S1), which is symmetric PSD, so the trace is the sum of the
@@ -16,4 +16,4 @@ double trace_sqrt_product(const at::Tensor& sigma1, const at::Tensor& sigma2);
 double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1,
                         const at::Tensor& mu2, const at::Tensor& sigma2);
 
-}  // namespace ddpm::ops
+}  // namespace ddpm::evaluation

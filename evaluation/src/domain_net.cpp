@@ -1,6 +1,6 @@
 // The domain feature network (small CNN classifier), its torch.save-format file and the FID
-// extractor on its penultimate layer; see ddpm/monitoring/domain_net.h.
-#include "ddpm/monitoring/domain_net.h"
+// extractor on its penultimate layer; see ddpm/evaluation/domain_net.h.
+#include "ddpm/evaluation/domain_net.h"
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -12,7 +12,7 @@
 
 #include "ddpm/ops/tensor_dict.h"
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 namespace {
 
 torch::nn::Conv2d conv3x3(int64_t in, int64_t out) {
@@ -130,4 +130,4 @@ std::unique_ptr<FeatureExtractor> make_domain_extractor(const std::string& weigh
   return std::make_unique<DomainExtractor>(weights_path, device);
 }
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation

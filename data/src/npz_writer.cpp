@@ -1,16 +1,15 @@
-// .npz writing: .npy headers (format 1.0) and a zip archive of stored entries; see npz.h.
-#include "ddpm/trainer/npz.h"
-
-#include <unistd.h>
+// .npz writing: .npy headers (format 1.0) and a zip archive of stored entries, written through
+// write_file_atomic; see ddpm/data/npy.h (the reader is npy.cpp).
+#include <ATen/ATen.h>
 #include <zlib.h>
 
 #include <cstdint>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
-namespace ddpm::trainer {
+#include "ddpm/data/files.h"
+#include "ddpm/data/npy.h"
+
+namespace ddpm::data {
 
 namespace {
 
@@ -55,16 +54,13 @@ std::string npy_bytes(const at::Tensor& tensor) {
 }
 
 void write_npz(const std::string& path, const std::vector<std::pair<std::string, at::Tensor>>& arrays) {
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-  if (!f) throw std::runtime_error(path + ": cannot create " + tmp + "; check that the folder exists and is writable");
+  std::string zip;  // local headers and data, then the central directory and its end record
   std::string central;
-  uint64_t offset = 0;
   for (const auto& [name, tensor] : arrays) {
     const std::string entry = name + ".npy";
     const std::string data = npy_bytes(tensor);
+    const uint64_t offset = zip.size();
     if (data.size() >= 0xFFFFFFFFULL || offset >= 0xFFFFFFFFULL) {
-      std::remove(tmp.c_str());
       throw std::runtime_error(path + ": entry " + entry + " would pass 4 GiB (zip64 is not written); write fewer "
                                "samples per file (--num-samples)");
     }
@@ -74,40 +70,30 @@ void write_npz(const std::string& path, const std::vector<std::pair<std::string,
     put16(common, 20), put16(common, 0), put16(common, 0), put16(common, 0), put16(common, 0x21);
     put32(common, crc), put32(common, static_cast<uint32_t>(data.size())), put32(common, static_cast<uint32_t>(data.size()));
     put16(common, static_cast<uint32_t>(entry.size()));
-    std::string local;
-    put32(local, 0x04034b50);
-    local += common;
-    put16(local, 0);  // extra length
-    local += entry;
-    f.write(local.data(), static_cast<std::streamsize>(local.size()));
-    f.write(data.data(), static_cast<std::streamsize>(data.size()));
+    put32(zip, 0x04034b50);
+    zip += common;
+    put16(zip, 0);  // extra length
+    zip += entry;
+    zip += data;
     put32(central, 0x02014b50);
     put16(central, 20);  // version made by
     central += common;
     put16(central, 0), put16(central, 0), put16(central, 0), put16(central, 0);  // extra, comment, disk, int attr
     put32(central, 0), put32(central, static_cast<uint32_t>(offset));           // ext attr, local header offset
     central += entry;
-    offset += local.size() + data.size();
   }
-  std::string eocd;
-  put32(eocd, 0x06054b50);
-  put16(eocd, 0), put16(eocd, 0);
-  put16(eocd, static_cast<uint32_t>(arrays.size())), put16(eocd, static_cast<uint32_t>(arrays.size()));
-  put32(eocd, static_cast<uint32_t>(central.size())), put32(eocd, static_cast<uint32_t>(offset));
-  put16(eocd, 0);
-  f.write(central.data(), static_cast<std::streamsize>(central.size()));
-  f.write(eocd.data(), static_cast<std::streamsize>(eocd.size()));
-  f.close();
-  if (!f) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": writing " + tmp + " failed (disk full?)");
+  const uint64_t central_offset = zip.size();
+  if (central_offset >= 0xFFFFFFFFULL) {
+    throw std::runtime_error(path + ": the archive would pass 4 GiB (zip64 is not written); write fewer samples "
+                             "per file (--num-samples)");
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path + ": cannot rename " + tmp + " to it: " + ec.message());
-  }
+  zip += central;
+  put32(zip, 0x06054b50);
+  put16(zip, 0), put16(zip, 0);
+  put16(zip, static_cast<uint32_t>(arrays.size())), put16(zip, static_cast<uint32_t>(arrays.size()));
+  put32(zip, static_cast<uint32_t>(central.size())), put32(zip, static_cast<uint32_t>(central_offset));
+  put16(zip, 0);
+  write_file_atomic(path, zip);
 }
 
-}  // namespace ddpm::trainer
+}  // namespace ddpm::data

@@ -1,5 +1,5 @@
-// InceptionV3 FID network (pytorch-fid layout); see ddpm/monitoring/inception.h.
-#include "ddpm/monitoring/inception.h"
+// InceptionV3 FID network (pytorch-fid layout); see ddpm/evaluation/inception.h.
+#include "ddpm/evaluation/inception.h"
 
 #include "ddpm/ops/tensor_dict.h"
 
@@ -15,7 +15,7 @@
 #include <stdexcept>
 #include <vector>
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 namespace {
 
 using E2 = torch::ExpandingArray<2>;
@@ -204,4 +204,4 @@ void load_fid_inception_weights(FidInceptionV3& net, const std::string& path) {
   }
 }
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation

@@ -4,12 +4,12 @@
 
 #include <fstream>
 
-#include "ddpm/monitoring/fid.h"
-#include "ddpm/monitoring/inception.h"
+#include "ddpm/evaluation/fid.h"
+#include "ddpm/evaluation/inception.h"
 #include "testing/testing.h"
 
 namespace {
-using namespace ddpm::monitoring;
+using namespace ddpm::evaluation;
 using ddpm::testing::tensors_near;
 
 std::string golden_file(const std::string& suffix) { return ddpm::testing::binary_dir() + "/golden/inception" + suffix; }

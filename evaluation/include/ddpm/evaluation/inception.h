@@ -10,7 +10,7 @@
 
 #include <string>
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 
 // conv (no bias) -> batch norm (eps 1e-3) -> ReLU; torchvision's BasicConv2d.
 struct BasicConv2dImpl : torch::nn::Module {
@@ -37,4 +37,4 @@ TORCH_MODULE(FidInceptionV3);
 // misshapen parameter throws std::runtime_error naming the file and the tensor.
 void load_fid_inception_weights(FidInceptionV3& net, const std::string& path);
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation

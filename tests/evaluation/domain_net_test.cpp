@@ -8,12 +8,12 @@
 #include <filesystem>
 
 #include "ddpm/data/dataset.h"
-#include "ddpm/monitoring/domain_net.h"
+#include "ddpm/evaluation/domain_net.h"
 #include "ddpm/ops/tensor_dict.h"
 #include "testing/testing.h"
 
 namespace {
-using namespace ddpm::monitoring;
+using namespace ddpm::evaluation;
 
 std::string fixture(const std::string& name) { return ddpm::testing::binary_dir() + "/tmp/fid_net/" + name; }
 

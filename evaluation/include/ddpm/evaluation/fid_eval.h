@@ -1,7 +1,8 @@
-// FID of a diffusion model over all ranks, shared by the training loop (--fid-every) and
-// ddpm_eval --fid: the extractor from a --fid-extractor SPEC, reference statistics of a dataset
-// (cached in HDF5 per dataset and extractor, computed once over the ranks), samples seeded per
-// global index (the FID does not depend on the rank count), features all-gathered to rank 0.
+// FID of a sampler over all ranks, shared by the training loop (--fid-every) and ddpm_eval --fid
+// (both through trainer/fid_sampling.h, which supplies the diffusion model's sampler): the
+// extractor from a --fid-extractor SPEC, reference statistics of a dataset (cached in HDF5 per
+// dataset and extractor, computed once over the ranks), samples in fixed batches of global indices
+// (the FID does not depend on the rank count), features all-gathered to rank 0.
 #pragma once
 #include <c10/core/Device.h>
 
@@ -9,16 +10,16 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
-#include "ddpm/model/unet/unet.h"
-#include "ddpm/monitoring/fid.h"
-#include "ddpm/trainer/config.h"
+#include "ddpm/evaluation/fid.h"
 
 namespace ddpm::dist {
 class Communicator;
 }
 
-namespace ddpm::trainer {
+namespace ddpm::evaluation {
 
 // --fid-extractor SPEC: "domain:PATH" (ddpm_fid_net output), "inception:PATH" (pytorch-fid's
 // InceptionV3 weights .pth) or "torchscript:PATH" (torch.jit.save). Throws
@@ -31,7 +32,7 @@ ExtractorSpec parse_extractor_spec(const std::string& spec, const std::string& f
 
 // The extractor a SPEC names, on `device`. Throws std::invalid_argument naming `flag` and the
 // file when it does not exist (with the fix), std::runtime_error when it cannot be loaded.
-std::shared_ptr<monitoring::FeatureExtractor> make_feature_extractor(const std::string& spec, const c10::Device& device,
+std::shared_ptr<FeatureExtractor> make_feature_extractor(const std::string& spec, const c10::Device& device,
                                                                      const std::string& flag = "--fid-extractor");
 
 // --fid-stats default: "fid_stats.h5" in the training data's folder, so every run on that
@@ -41,12 +42,12 @@ std::string default_fid_stats_path(const std::string& data_path, const std::stri
 struct FidSettings {
   std::string extractor;      // SPEC (see parse_extractor_spec)
   int64_t samples = 10000;    // total over all ranks
-  std::string sampling = "ddim50";  // respacing of the sampler: "N", "a,b,c" or "ddimN"
+  std::string sampling = "ddim50";  // respacing of the sampler: "N", "a,b,c" or "ddimN" (read by the sampler)
   std::string stats_path;     // HDF5 cache of the reference statistics
   std::string data;           // reference dataset (HDF5 written by ddpm_prepare)
-  uint64_t seed = 0;          // sample i is drawn from sample_generator(seed, i)
+  uint64_t seed = 0;          // sample i is drawn from sample_generator(seed, i) (by the sampler)
   int64_t batch_size = 64;    // samples per sampling batch; batches are fixed ranges of global indices
-  bool clip_denoised = true;
+  bool clip_denoised = true;  // read by the sampler
 };
 
 struct FidReport {
@@ -66,14 +67,21 @@ class FidEvaluation {
                 std::function<void(const std::string&)> print = {});
   ~FidEvaluation();
 
-  // Every rank, at the same point: samples (of the reference images' shape) in the batches of global indices [0, samples) that fall
-  // to this rank with `unet` (eval mode) and the diffusion of `model_config` respaced by
-  // settings.sampling, extracts features of the uint8-quantised images, all-gathers them, rank 0
-  // computes the Frechet distance to the reference.
-  FidReport evaluate(model::UNet& unet, const TrainConfig& model_config);
+  // sample(begin, end): the samples with global indices [begin, end) as images float
+  // (end - begin, C, H, W) in [-1, 1], on any device, of the reference images' shape (C, H, W).
+  using Sampler = std::function<at::Tensor(int64_t begin, int64_t end)>;
+
+  // Every rank, at the same point: calls `sample` (under no_grad) for the batches of
+  // settings.batch_size global indices of [0, settings.samples) that fall to this rank,
+  // quantises the images to uint8 as stored images are (data::to_uint8_nhwc), extracts their
+  // features, all-gathers them; rank 0 computes the Frechet distance to the reference.
+  FidReport evaluate(const Sampler& sample);
 
   const FidSettings& settings() const { return settings_; }
   const std::string& extractor_name() const { return name_; }
+  const c10::Device& device() const { return device_; }  // where the extractor runs
+  // (C, H, W) of the reference images: the shape the sampler must produce.
+  std::vector<int64_t> image_shape() const { return {image_c_, image_h_, image_w_}; }
   bool reference_from_cache() const { return from_cache_; }  // rank 0's view (false elsewhere)
   int64_t reference_count() const { return ref_count_; }     // images behind the reference stats
 
@@ -88,9 +96,9 @@ class FidEvaluation {
   dist::Communicator& comm_;
   c10::Device device_;
   std::function<void(const std::string&)> print_;
-  std::shared_ptr<monitoring::FeatureExtractor> extractor_;
+  std::shared_ptr<FeatureExtractor> extractor_;
   std::string name_;
-  std::unique_ptr<monitoring::FidEvaluator> evaluator_;  // rank 0 only
+  std::unique_ptr<FidEvaluator> evaluator_;  // rank 0 only
   int64_t image_c_ = 0, image_h_ = 0, image_w_ = 0;  // samples have the reference images' shape
   bool from_cache_ = false;
   int64_t ref_count_ = 0;
@@ -101,4 +109,4 @@ class FidEvaluation {
 // bit-for-bit the same on any rank count.
 std::pair<int64_t, int64_t> fid_rank_range(int64_t count, int64_t batch_size, int rank, int world_size);
 
-}  // namespace ddpm::trainer
+}  // namespace ddpm::evaluation

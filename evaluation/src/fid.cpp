@@ -1,15 +1,15 @@
-// Streaming feature statistics, the FidEvaluator and the HDF5 reference-statistics cache;
-// see ddpm/monitoring/fid.h.
+// Streaming feature statistics, the FidEvaluator and the HDF5 reference-statistics cache (through
+// data::H5TensorFile); see ddpm/evaluation/fid.h.
 #include <ATen/ATen.h>
-#include <H5Cpp.h>
 
 #include <filesystem>
 #include <stdexcept>
 
-#include "ddpm/monitoring/fid.h"
-#include "ddpm/ops/frechet.h"
+#include "ddpm/data/h5_tensor.h"
+#include "ddpm/evaluation/fid.h"
+#include "ddpm/evaluation/frechet.h"
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 
 void FeatureStats::add(const at::Tensor& features) {
   TORCH_CHECK(features.dim() == 2, "FeatureStats: expected features (N, D), got ", features.sizes());
@@ -64,41 +64,22 @@ FidResult FidEvaluator::compute() const {
   TORCH_CHECK(stats_.count() >= 2, "FidEvaluator: need at least 2 samples, have ", stats_.count());
   TORCH_CHECK(stats_.dim() == ref_.mu.size(0), "FidEvaluator: features have ", stats_.dim(),
               " dimensions, reference statistics ", ref_.mu.size(0));
-  return {ops::frechet_distance(stats_.mean(), stats_.covariance(), ref_.mu, ref_.sigma), name_, stats_.count()};
+  return {frechet_distance(stats_.mean(), stats_.covariance(), ref_.mu, ref_.sigma), name_, stats_.count()};
 }
 
-// --- HDF5 cache -----------------------------------------------------------------------------
+// --- HDF5 cache (data::H5TensorFile) ---------------------------------------------------------
 namespace {
 
 std::string key_part(std::string s) {
   for (char& c : s)
     if (c == '/') c = '|';
-  if (s.empty() || s == "." ) throw std::invalid_argument("reference stats: empty dataset or extractor name");
+  if (s.empty() || s == ".") throw std::invalid_argument("reference stats: empty dataset or extractor name");
   return s;
 }
 
-bool has_link(const H5::Group& g, const std::string& name) { return H5Lexists(g.getId(), name.c_str(), H5P_DEFAULT) > 0; }
-
-H5::Group open_or_create(H5::Group& parent, const std::string& name) {
-  return has_link(parent, name) ? parent.openGroup(name) : parent.createGroup(name);
-}
-
-at::Tensor read_f64(const H5::Group& g, const std::string& name) {
-  H5::DataSet ds = g.openDataSet(name);
-  H5::DataSpace sp = ds.getSpace();
-  std::vector<hsize_t> dims(sp.getSimpleExtentNdims());
-  sp.getSimpleExtentDims(dims.data());
-  at::Tensor t = at::empty(std::vector<int64_t>(dims.begin(), dims.end()), at::kDouble);
-  ds.read(t.data_ptr<double>(), H5::PredType::NATIVE_DOUBLE);
-  return t;
-}
-
-void write_f64(H5::Group& g, const std::string& name, const at::Tensor& t) {
-  const at::Tensor c = t.to(at::kCPU, at::kDouble).contiguous();
-  if (has_link(g, name)) H5Ldelete(g.getId(), name.c_str(), H5P_DEFAULT);
-  std::vector<hsize_t> dims(c.sizes().begin(), c.sizes().end());
-  H5::DataSpace sp(static_cast<int>(dims.size()), dims.data());
-  g.createDataSet(name, H5::PredType::NATIVE_DOUBLE, sp).write(c.data_ptr<double>(), H5::PredType::NATIVE_DOUBLE);
+// "<dataset>/<extractor>": the group of one entry.
+std::string entry_group(const std::string& dataset, const std::string& extractor) {
+  return key_part(dataset) + "/" + key_part(extractor);
 }
 
 }  // namespace
@@ -106,37 +87,30 @@ void write_f64(H5::Group& g, const std::string& name, const at::Tensor& t) {
 std::optional<GaussianStats> load_reference_stats(const std::string& cache_path, const std::string& dataset,
                                                   const std::string& extractor) {
   if (!std::filesystem::exists(cache_path)) return std::nullopt;
+  const std::string g = entry_group(dataset, extractor);
   try {
-    H5::H5File f(cache_path, H5F_ACC_RDONLY);
-    H5::Group root = f.openGroup("/");
-    const std::string d = key_part(dataset), e = key_part(extractor);
-    if (!has_link(root, d)) return std::nullopt;
-    H5::Group gd = root.openGroup(d);
-    if (!has_link(gd, e)) return std::nullopt;
-    H5::Group g = gd.openGroup(e);
-    GaussianStats s{read_f64(g, "mu"), read_f64(g, "sigma"), 0, extractor, dataset};
-    s.count = static_cast<std::int64_t>(read_f64(g, "count").item<double>());
+    const data::H5TensorFile f = data::H5TensorFile::open_read(cache_path);
+    if (!f.has(g + "/mu")) return std::nullopt;
+    GaussianStats s{f.read(g + "/mu").to(at::kDouble), f.read(g + "/sigma").to(at::kDouble), 0, extractor, dataset};
+    s.count = static_cast<std::int64_t>(f.read(g + "/count").to(at::kDouble).item<double>());
     return s;
-  } catch (const H5::Exception& ex) {
+  } catch (const std::runtime_error& ex) {
     throw std::runtime_error(cache_path + ": cannot read reference statistics for dataset '" + dataset +
-                             "', extractor '" + extractor + "' (" + ex.getDetailMsg() +
+                             "', extractor '" + extractor + "' (" + ex.what() +
                              "); delete the cache file to recompute");
   }
 }
 
 void save_reference_stats(const std::string& cache_path, const GaussianStats& stats) {
   TORCH_CHECK(stats.mu.dim() == 1 && stats.sigma.dim() == 2, "save_reference_stats: mu (D) and sigma (D, D) expected");
+  const std::string g = entry_group(stats.dataset, stats.extractor);
   try {
-    H5::Exception::dontPrint();
-    H5::H5File f(cache_path, std::filesystem::exists(cache_path) ? H5F_ACC_RDWR : H5F_ACC_TRUNC);
-    H5::Group root = f.openGroup("/");
-    H5::Group gd = open_or_create(root, key_part(stats.dataset));
-    H5::Group g = open_or_create(gd, key_part(stats.extractor));
-    write_f64(g, "mu", stats.mu);
-    write_f64(g, "sigma", stats.sigma);
-    write_f64(g, "count", at::full({1}, static_cast<double>(stats.count), at::kDouble));
-  } catch (const H5::Exception& ex) {
-    throw std::runtime_error(cache_path + ": cannot write reference statistics (" + ex.getDetailMsg() +
+    data::H5TensorFile f = data::H5TensorFile::open_rw(cache_path);
+    f.write(g + "/mu", stats.mu.to(at::kCPU, at::kDouble));                     // (D)
+    f.write(g + "/sigma", stats.sigma.to(at::kCPU, at::kDouble));               // (D, D)
+    f.write(g + "/count", at::full({1}, static_cast<double>(stats.count), at::kDouble));  // (1)
+  } catch (const std::runtime_error& ex) {
+    throw std::runtime_error(cache_path + ": cannot write reference statistics (" + ex.what() +
                              "); check the folder exists and is writable");
   }
 }
@@ -155,4 +129,4 @@ GaussianStats reference_stats(const std::string& cache_path, const std::string& 
   return s;
 }
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation

@@ -1,12 +1,12 @@
-// Frechet distance between Gaussians in float64; see ddpm/ops/frechet.h.
-#include "ddpm/ops/frechet.h"
+// Frechet distance between Gaussians in float64; see ddpm/evaluation/frechet.h.
+#include "ddpm/evaluation/frechet.h"
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 
-namespace ddpm::ops {
+namespace ddpm::evaluation {
 namespace {
 
 // Symmetric PSD square root A^{1/2} = V diag(sqrt(max(w, 0))) V^T.   (D, D)
@@ -49,4 +49,4 @@ double frechet_distance(const at::Tensor& mu1, const at::Tensor& sigma1,
   return std::max(d2, 0.0);
 }
 
-}  // namespace ddpm::ops
+}  // namespace ddpm::evaluation

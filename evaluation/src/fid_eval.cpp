@@ -1,7 +1,7 @@
 // FID over all ranks (training loop and ddpm_eval): extractor SPECs, the reference statistics
-// cache keyed by (dataset, extractor + weights hash), per-index sampling in rank-independent
-// batches and the gather to rank 0; see ddpm/trainer/fid_eval.h.
-#include "ddpm/trainer/fid_eval.h"
+// cache keyed by (dataset, extractor + weights hash), sampling in rank-independent batches of
+// global indices and the gather to rank 0; see ddpm/evaluation/fid_eval.h.
+#include "ddpm/evaluation/fid_eval.h"
 
 #include <torch/torch.h>
 
@@ -14,12 +14,11 @@
 #include <stdexcept>
 
 #include "ddpm/data/dataset.h"
+#include "ddpm/data/images.h"
 #include "ddpm/dist/communicator.h"
-#include "ddpm/monitoring/domain_net.h"
-#include "ddpm/trainer/factory.h"
-#include "ddpm/trainer/inference.h"
+#include "ddpm/evaluation/domain_net.h"
 
-namespace ddpm::trainer {
+namespace ddpm::evaluation {
 
 namespace fs = std::filesystem;
 
@@ -75,7 +74,7 @@ ExtractorSpec parse_extractor_spec(const std::string& spec, const std::string& f
   return s;
 }
 
-std::shared_ptr<monitoring::FeatureExtractor> make_feature_extractor(const std::string& spec, const c10::Device& device,
+std::shared_ptr<FeatureExtractor> make_feature_extractor(const std::string& spec, const c10::Device& device,
                                                                      const std::string& flag) {
   const ExtractorSpec s = parse_extractor_spec(spec, flag);
   if (!fs::is_regular_file(s.path)) {
@@ -86,9 +85,9 @@ std::shared_ptr<monitoring::FeatureExtractor> make_feature_extractor(const std::
     throw std::invalid_argument(flag + " " + spec + ": the file " + s.path + " does not exist; " + how +
                                 ", or point " + flag + " at an existing file");
   }
-  if (s.kind == "domain") return monitoring::make_domain_extractor(s.path, device);
-  if (s.kind == "inception") return monitoring::make_inception_extractor(s.path, device);
-  return monitoring::make_torchscript_extractor(s.path, device);
+  if (s.kind == "domain") return make_domain_extractor(s.path, device);
+  if (s.kind == "inception") return make_inception_extractor(s.path, device);
+  return make_torchscript_extractor(s.path, device);
 }
 
 std::string default_fid_stats_path(const std::string& data_path, const std::string& run_dir) {
@@ -143,8 +142,8 @@ void FidEvaluation::load_or_compute_reference() {
                                   std::to_string(info.count) + " images)";
   const std::string extractor_key = name_ + " #" + file_hash(parse_extractor_spec(settings_.extractor).path);
   const bool root = comm_.rank() == 0;
-  std::optional<monitoring::GaussianStats> cached;
-  if (root) cached = monitoring::load_reference_stats(settings_.stats_path, dataset_key, extractor_key);
+  std::optional<GaussianStats> cached;
+  if (root) cached = load_reference_stats(settings_.stats_path, dataset_key, extractor_key);
   at::Tensor flag = to_comm(at::full({1}, cached ? 1.0f : 0.0f));
   comm_.broadcast(flag, 0);
   from_cache_ = flag.cpu().item<float>() > 0.5f && root;
@@ -152,14 +151,15 @@ void FidEvaluation::load_or_compute_reference() {
     if (root) {
       ref_count_ = cached->count;
       cached->extractor = name_;
-      evaluator_ = std::make_unique<monitoring::FidEvaluator>(extractor_, *cached);
+      evaluator_ = std::make_unique<FidEvaluator>(extractor_, *cached);
       if (print_) print_("fid reference: " + settings_.stats_path + " [" + dataset_key + ", " + extractor_key +
                          "] loaded from the cache (" + std::to_string(ref_count_) + " images)");
     }
     return;
   }
   // Every rank: features of its contiguous share of the dataset.
-  const auto [begin, end] = rank_range(info.count, comm_.rank(), comm_.world_size());
+  // (batches of one index: the contiguous [count r / W, count (r + 1) / W))
+  const auto [begin, end] = fid_rank_range(info.count, 1, comm_.rank(), comm_.world_size());
   std::vector<at::Tensor> mine;
   for (int64_t i = begin; i < end; i += kReferenceBatch) {
     const int64_t n = std::min(kReferenceBatch, end - i);
@@ -167,44 +167,38 @@ void FidEvaluation::load_or_compute_reference() {
   }
   const at::Tensor all = gather_features(mine);  // (N, D) at rank 0
   if (!root) return;
-  monitoring::FeatureStats stats;
+  FeatureStats stats;
   stats.add(all);
   TORCH_CHECK(stats.count() >= 2, "--data ", settings_.data, ": ", stats.count(),
               " images, the FID reference needs at least 2");
-  monitoring::GaussianStats s{stats.mean(), stats.covariance(), stats.count(), extractor_key, dataset_key};
+  GaussianStats s{stats.mean(), stats.covariance(), stats.count(), extractor_key, dataset_key};
   fs::path parent = fs::absolute(settings_.stats_path).parent_path();
   fs::create_directories(parent);
-  monitoring::save_reference_stats(settings_.stats_path, s);
+  save_reference_stats(settings_.stats_path, s);
   ref_count_ = s.count;
   s.extractor = name_;
-  evaluator_ = std::make_unique<monitoring::FidEvaluator>(extractor_, s);
+  evaluator_ = std::make_unique<FidEvaluator>(extractor_, s);
   if (print_) print_("fid reference: " + settings_.stats_path + " [" + dataset_key + ", " + extractor_key +
                      "] computed from " + std::to_string(ref_count_) + " images in " +
                      fmt("%.1f", seconds_since(t0)) + " s and cached");
 }
 
-FidReport FidEvaluation::evaluate(model::UNet& unet, const TrainConfig& model_config) {
+FidReport FidEvaluation::evaluate(const Sampler& sample) {
   const auto t0 = Clock::now();
   torch::NoGradGuard no_grad;
-  const diffusion::GaussianDiffusion spaced = make_diffusion(model_config, settings_.sampling);
-  LoadedModel m;  // sample_indices' view of the network
-  m.config = model_config;
-  m.unet = unet;
-  SampleRequest req;
-  req.channels = image_c_;
-  req.height = image_h_;
-  req.width = image_w_;
-  req.respacing = settings_.sampling;
-  req.clip_denoised = settings_.clip_denoised;
-  req.seed = settings_.seed;
   const int64_t B = settings_.batch_size;
   const auto [begin, end] = fid_rank_range(settings_.samples, B, comm_.rank(), comm_.world_size());
   std::vector<at::Tensor> feats;
   for (int64_t lo = begin; lo < end; lo += B) {
     const int64_t hi = std::min(end, lo + B);
-    const SampleBatch batch = sample_indices(m, spaced, req, lo, hi, device_);
+    const at::Tensor images = sample(lo, hi);  // (n, C, H, W) in [-1, 1]
+    TORCH_CHECK(images.dim() == 4 && images.size(0) == hi - lo && images.size(1) == image_c_ &&
+                    images.size(2) == image_h_ && images.size(3) == image_w_,
+                "FidEvaluation::evaluate: the sampler returned shape ", images.sizes(), " for indices [", lo, ", ",
+                hi, "), expected (", hi - lo, ", ", image_c_, ", ", image_h_, ", ", image_w_,
+                ") (the reference images' shape)");
     // Quantised as images are stored (improved-diffusion's uint8 conversion), then [0, 1].
-    feats.push_back(extractor_->features(to_unit_range(to_uint8_nhwc(batch.images))));  // (n, D)
+    feats.push_back(extractor_->features(to_unit_range(data::to_uint8_nhwc(images))));  // (n, D)
   }
   const at::Tensor all = gather_features(feats);  // (S, D) in global index order at rank 0
   at::Tensor value = at::zeros({1}, at::kDouble);
@@ -223,4 +217,4 @@ FidReport FidEvaluation::evaluate(model::UNet& unet, const TrainConfig& model_co
   return r;
 }
 
-}  // namespace ddpm::trainer
+}  // namespace ddpm::evaluation

@@ -4,11 +4,11 @@
 
 #include <cmath>
 
-#include "ddpm/monitoring/fid.h"
+#include "ddpm/evaluation/fid.h"
 #include "testing/testing.h"
 
 namespace {
-using namespace ddpm::monitoring;
+using namespace ddpm::evaluation;
 using ddpm::testing::tensors_near;
 
 // A fake extractor: features are the flattened images (lets the evaluator be tested exactly).

@@ -1,5 +1,5 @@
 // Feature extractors for the FID: InceptionV3 (pytorch-fid weights) and TorchScript modules;
-// see ddpm/monitoring/fid.h.
+// see ddpm/evaluation/fid.h.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/script.h>
@@ -7,10 +7,10 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "ddpm/monitoring/fid.h"
-#include "ddpm/monitoring/inception.h"
+#include "ddpm/evaluation/fid.h"
+#include "ddpm/evaluation/inception.h"
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 namespace {
 
 at::Tensor check_images(const at::Tensor& images, const std::string& who) {
@@ -80,4 +80,4 @@ std::unique_ptr<FeatureExtractor> make_torchscript_extractor(const std::string& 
   return std::make_unique<TorchScriptExtractor>(module_path, device, name);
 }
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation

@@ -11,7 +11,7 @@
 #include <optional>
 #include <string>
 
-namespace ddpm::monitoring {
+namespace ddpm::evaluation {
 
 // images (N, C, H, W) with values in [0, 1] (C = 1 is repeated to 3 where the network needs
 // RGB) -> features (N, D) float32 on the CPU.
@@ -79,7 +79,8 @@ class FidEvaluator {
 };
 
 // HDF5 cache of reference statistics: group "/<dataset>/<extractor>" (slashes in either become
-// '|') holding mu (D), sigma (D, D) and count. load returns nullopt when the entry is absent.
+// '|') holding float64 datasets mu (D), sigma (D, D) and count (1), written with
+// data::H5TensorFile. load returns nullopt when the entry is absent.
 std::optional<GaussianStats> load_reference_stats(const std::string& cache_path, const std::string& dataset,
                                                   const std::string& extractor);
 void save_reference_stats(const std::string& cache_path, const GaussianStats& stats);
@@ -89,4 +90,4 @@ void save_reference_stats(const std::string& cache_path, const GaussianStats& st
 GaussianStats reference_stats(const std::string& cache_path, const std::string& dataset, FeatureExtractor& extractor,
                               const std::function<std::optional<at::Tensor>()>& next_batch);
 
-}  // namespace ddpm::monitoring
+}  // namespace ddpm::evaluation
