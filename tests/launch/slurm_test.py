@@ -3,13 +3,16 @@
 
 Starts munged (own key and socket), slurmctld and slurmd (Debian's slurm-wlm 22.05: proctrack/linuxproc,
 task/none, state and spool in a temporary folder, free ports), then:
-  1. submits the template with 2 ranks on CPU (tiny model, 8x8 data) and lets it run to --max-steps:
-     the uninterrupted reference (exit 0, not requeued, SLURM_RESTART_COUNT=0);
-  2. submits the same command again into another run dir, sends `scancel --signal=USR1 --batch` once a
-     few checkpoints exist, and checks: the batch shell forwarded the signal, ddpm_train checkpointed
-     and exited 75, the script requeued the job, the requeued job logged SLURM_RESTART_COUNT=1, resumed
-     from that checkpoint, reached --max-steps and completed (scontrol: COMPLETED, Restarts=1);
-  3. the final model.pt and ema_*.pt of both runs are bit-identical (bytes and torch.load tensors).
+  1. submits the template with 2 ranks on CPU (tiny model, 8x8 data; DDPM_LAUNCHER=mpirun inside the
+     allocation) and lets it run to --max-steps: the uninterrupted reference (exit 0, Restarts=0);
+  2. submits the same command (default launcher: srun --mpi=pmix) into another run dir, sends
+     `scancel --signal=USR1 --batch` once a few checkpoints exist, and checks: the batch shell
+     forwarded the signal, ddpm_train checkpointed and exited 75, the script requeued the job, the
+     requeued job logged SLURM_RESTART_COUNT=1, resumed from that checkpoint, reached --max-steps and
+     completed (scontrol: COMPLETED, Restarts=1). The final model.pt and ema_*.pt of both runs are bit-identical (bytes and torch.load tensors);
+  3. (--no-time-limit leaves it out) a job with --time=1 --signal=B:USR1@30 and far too many steps:
+     Slurm's own warning signal makes it checkpoint, exit 75 and requeue; once it has resumed, a plain
+     `scancel` (SIGTERM) checkpoints again but does not requeue: the job ends CANCELLED, Restarts=1.
 Prints the seconds from the signal to the checkpoint and to the step's exit, the time the requeued
 job waited, the totals and the restart count. Every daemon is stopped by PID at the end (and dies
 with this process if it is killed: PR_SET_PDEATHSIG). Exit 77 (skipped) without the Slurm packages.
@@ -31,6 +34,8 @@ SKIP = 77
 MAX_STEPS = 60
 SAVE_EVERY = 5
 SIGNAL_AFTER_STEP = 10   # send USR1 once this checkpoint exists
+TL_GRACE = 30            # the time-limit job: --time=1 --signal=B:USR1@30: USR1 ~30 s after its start (Slurm
+                         # sends it up to ~10 s early: ddpm_train must have installed its handler by then)
 CRED_EXPIRE = 10         # a requeued job may start again this many seconds later (Slurm default 120)
 
 
@@ -177,10 +182,29 @@ class Cluster:
             return {}
         return dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
 
+    def stepds(self):
+        """PIDs of the slurmstepd processes of this cluster (slurmd's children, reparented to init)."""
+        pids = []
+        for d in glob.glob("/proc/[0-9]*"):
+            try:
+                if open(d + "/comm").read().strip() == "slurmstepd" and \
+                        ("SLURM_CONF=" + self.conf).encode() in open(d + "/environ", "rb").read():
+                    pids.append(int(d[6:]))
+            except OSError:
+                pass
+        return pids
+
     def stop(self):
         if any(p.poll() is None for n, p in self.procs if n == "slurmctld"):
             self.run(["scancel", "--user=root"], check=False, timeout=20)
-            time.sleep(1)
+            try:
+                wait_for("the jobs to end", lambda: not self.run(["squeue", "-h"], check=False).stdout.strip(), 30, 0.5)
+            except TimeoutError as e:
+                log("warning: %s" % e)
+        try:
+            wait_for("slurmstepd to exit", lambda: not self.stepds(), 15, 0.2)
+        except TimeoutError:
+            log("warning: slurmstepd still running: %s" % self.stepds())
         for name, p in reversed(self.procs):  # slurmd, slurmctld, munged
             if p.poll() is None:
                 p.terminate()
@@ -192,7 +216,7 @@ class Cluster:
                     p.wait(5)
             log("stopped %s (pid %d, status %s)" % (name, p.pid, p.returncode))
         left = subprocess.run(["pgrep", "-f", self.work], capture_output=True, text=True).stdout.split()
-        left = [x for x in left if int(x) != os.getpid()]
+        left = [x for x in left if int(x) != os.getpid()] + self.stepds()
         if left:
             log("warning: processes still using %s: %s" % (self.work, left))
         return not left
@@ -220,10 +244,10 @@ def train_args(data, run_dir):
             "--log-every", "5", "--save-every", str(SAVE_EVERY), "--keep-last", "0"]
 
 
-def submit(cl, a, name, args):
+def submit(cl, a, name, args, sbatch_opts=(), **env):
     out = os.path.join(cl.work, name + ".out")
     r = cl.run(["sbatch", "--parsable", "--ntasks=2", "--job-name=" + name, "--output=" + out,
-                "--chdir=" + cl.work, a.sbatch] + args)
+                "--chdir=" + cl.work] + list(sbatch_opts) + [a.sbatch] + args, env=dict(cl.env, **env))
     jid = r.stdout.strip().split(";")[0]
     log("submitted %s: job %s" % (name, jid))
     return jid, out
@@ -275,6 +299,8 @@ def main():
     ap.add_argument("--python", default=os.environ.get("DDPM_PYTHON", sys.executable), help="python with torch")
     ap.add_argument("--workdir", default="", help="parent of the temporary folder (default $TMPDIR or /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--no-time-limit", dest="time_limit", action="store_false",
+                    help="leave out the real time-limit job (--time=1 --signal=B:USR1@%d, ~1 minute)" % TL_GRACE)
     a = ap.parse_args()
     a.train = os.path.join(a.bin_dir, "ddpm_train")
     a.prepare = os.path.join(a.bin_dir, "ddpm_prepare")
@@ -300,17 +326,18 @@ def main():
         t_up = time.time() - t_all
         data = write_dataset(work, a.prepare)
 
-        # 1. The uninterrupted reference, through the same template.
+        # 1. The uninterrupted reference, through the same template with the other launcher (mpirun
+        # inside the allocation; the interrupted job takes the default, srun --mpi=pmix).
         t0 = time.time()
         ref_dir = os.path.join(work, "run_ref")
-        jid, out = submit(cl, a, "ref", train_args(data, ref_dir))
+        jid, out = submit(cl, a, "ref", train_args(data, ref_dir), DDPM_LAUNCHER="mpirun")
         j = wait_done(cl, jid, out, 120)
         text = open(out).read()
         t_ref = time.time() - t0
         assert j["JobState"] == "COMPLETED" and j["ExitCode"] == "0:0" and j["Restarts"] == "0", (j, text)
         assert "SLURM_RESTART_COUNT=0" in text and "done at step %d" % MAX_STEPS in text, text
-        m = re.search(r"launcher (\w+):", text)
-        log("reference job %s: COMPLETED in %.1f s, launcher %s" % (jid, t_ref, m and m.group(1)))
+        assert "launcher mpirun:" in text, text
+        log("reference job %s (launcher mpirun): COMPLETED in %.1f s" % (jid, t_ref))
 
         # 2. The interrupted one: USR1 to the batch shell once a checkpoint exists, as at a time limit.
         t0 = time.time()
@@ -326,6 +353,9 @@ def main():
         t_total = time.time() - t0
         text = open(out).read()
         assert j["JobState"] == "COMPLETED" and j["ExitCode"] == "0:0", (j, text)
+        mpis = cl.run(["srun", "--mpi=list"])
+        want = "srun" if "pmix" in mpis.stdout + mpis.stderr else "mpirun"
+        assert "launcher %s:" % want in text, "expected the launcher %s:\n%s" % (want, text)
         assert j["Restarts"] == "1", "scontrol reports Restarts=%s, expected 1:\n%s" % (j["Restarts"], text)
 
         # The first run: signal forwarded, checkpoint, exit 75, requeue.
@@ -351,12 +381,53 @@ def main():
         m = re.search(r"job %s on \S+: SLURM_RESTART_COUNT=1 .*?started at ([0-9.]+)" % jid, text)
         t_restart = float(m.group(1)) if m else float("nan")
         compare_weights(ref_dir, run_dir, a.python)
+        log("figures (scancel --signal=USR1 --batch): USR1 -> batch shell %.2f s, -> checkpoint step %d written "
+            "%.2f s, -> job step exited 75 %.2f s; requeue -> restarted %.1f s later (cred_expire=%d + "
+            "scheduling); submit -> COMPLETED %.1f s; restart count %s"
+            % (t_fwd - t_sig, stop_step, ckpt_time - t_sig, t_exit - t_sig, t_restart - t_exit, CRED_EXPIRE,
+               t_total, j["Restarts"]))
 
-        log("figures: cluster up in %.1f s; reference run %.1f s; USR1 -> batch shell %.2f s, -> checkpoint "
-            "step %d written %.2f s, -> job step exited 75 %.2f s; requeue -> restarted %.1f s later "
-            "(cred_expire=%d + scheduling); interrupted job submit -> COMPLETED %.1f s; restart count %s; "
-            "whole test %.1f s" % (t_up, t_ref, t_fwd - t_sig, stop_step, ckpt_time - t_sig, t_exit - t_sig,
-                                   t_restart - t_exit, CRED_EXPIRE, t_total, j["Restarts"], time.time() - t_all))
+        # 3. The real time limit: --time=1 --signal=B:USR1@TL_GRACE, a run far too long to finish. Slurm
+        # itself must send USR1 before the limit; the job checkpoints, is requeued and resumes.
+        if a.time_limit:
+            t0 = time.time()
+            tl_dir = os.path.join(work, "run_timelimit")
+            args = train_args(data, tl_dir)
+            args[args.index("--max-steps") + 1] = "1000000"
+            args[args.index("--save-every") + 1] = "100000"
+            jid, out = submit(cl, a, "timelimit", args, ["--time=1", "--signal=B:USR1@%d" % TL_GRACE])
+            wait_for("job %s to be requeued by its time limit and resume" % jid,
+                     lambda: (cl.check_alive(), "resumed from" in open(out).read() if os.path.exists(out) else 0)[1],
+                     60 + 30, 0.5)
+            # A plain scancel (SIGTERM) still checkpoints, but must not requeue: the job ends CANCELLED.
+            t_cancel = time.time()
+            cl.run(["scancel", jid])
+            j = wait_done(cl, jid, out, 60)
+            text = open(out).read()
+            first, _, second = text.partition("SLURM_RESTART_COUNT=1 ")
+            assert j["JobState"] == "CANCELLED" and j["Restarts"] == "1", (j, text)
+            assert "SLURM_RESTART_COUNT=2" not in text and "not requeued" in second, text
+            m = re.search(r"stopped at step \d+ .*exit status 75", second)
+            assert m, "no checkpoint after scancel (SIGTERM):\n" + second
+            t_cancel_exit = float(re.search(r"ddpm_train exited 75 at ([0-9.]+)", second).group(1)) - t_cancel
+            t_start = float(re.search(r"SLURM_RESTART_COUNT=0 started at ([0-9.]+)", first).group(1))
+            m = re.search(r"got SIGUSR1 at ([0-9.]+)", first)
+            assert m, "Slurm sent no USR1 before the time limit:\n" + text
+            t_usr1 = float(m.group(1))
+            m = re.search(r"stopped at step (\d+) \(\d+ images\); checkpoint (\S+); exit status 75", first)
+            assert m and "requeueing job %s" % jid in first, first
+            assert re.search(r"resumed from %s at step %s" % (re.escape(m.group(2)), m.group(1)), second), second
+            t_exit = float(re.search(r"ddpm_train exited 75 at ([0-9.]+)", first).group(1))
+            assert j["Restarts"] == "1" and t_usr1 - t_start < 60, (j, t_usr1 - t_start)
+            log("figures (--time=1 --signal=B:USR1@%d): USR1 came %.1f s after the start (%d s expected; Slurm "
+                "may send it up to 60 s early), checkpoint at step %s and exit 75 %.2f s later, %.1f s before "
+                "the limit; requeued, resumed from step %s; scancel -> checkpoint and exit 75 in %.2f s, not "
+                "requeued (%s, Restarts=%s)"
+                % (TL_GRACE, t_usr1 - t_start, 60 - TL_GRACE, m.group(1), t_exit - t_usr1, 60 - (t_exit - t_start),
+                   m.group(1), t_cancel_exit, j["JobState"], j["Restarts"]))
+            t_tl = time.time() - t0
+        log("figures: cluster up in %.1f s; reference run %.1f s; interrupted run %.1f s%s; whole test %.1f s"
+            % (t_up, t_ref, t_total, "; time-limit run %.1f s" % t_tl if a.time_limit else "", time.time() - t_all))
         ok = True
     finally:
         clean = cl.stop()
