@@ -10,7 +10,8 @@ task/none, state and spool in a temporary folder, free ports), then:
      forwarded the signal, ddpm_train checkpointed and exited 75, the script requeued the job, the
      requeued job logged SLURM_RESTART_COUNT=1, resumed from that checkpoint, reached --max-steps and
      completed (scontrol: COMPLETED, Restarts=1). The final model.pt and ema_*.pt of both runs are bit-identical (bytes and torch.load tensors);
-  3. (--no-time-limit leaves it out) a job with --time=1 --signal=B:USR1@30 and far too many steps:
+  3. (--no-time-limit leaves it out) a job with --time=2 --signal=B:USR1@55 and far too many steps
+     (DDPM_LAUNCHER=mpirun):
      Slurm's own warning signal makes it checkpoint, exit 75 and requeue; once it has resumed, a plain
      `scancel` (SIGTERM) checkpoints again but does not requeue: the job ends CANCELLED, Restarts=1.
 Prints the seconds from the signal to the checkpoint and to the step's exit, the time the requeued
@@ -34,8 +35,9 @@ SKIP = 77
 MAX_STEPS = 60
 SAVE_EVERY = 5
 SIGNAL_AFTER_STEP = 10   # send USR1 once this checkpoint exists
-TL_GRACE = 30            # the time-limit job: --time=1 --signal=B:USR1@30: USR1 ~30 s after its start (Slurm
-                         # sends it up to ~10 s early: ddpm_train must have installed its handler by then)
+TL_MINUTES, TL_GRACE = 2, 55  # the time-limit job: --time=2 --signal=B:USR1@55, USR1 due 65 s after its
+                         # start; Slurm sends it up to 60 s early (measured here: 2-28 s early), and a
+                         # USR1 before ddpm_train has installed its handler would kill the rank
 CRED_EXPIRE = 10         # a requeued job may start again this many seconds later (Slurm default 120)
 
 
@@ -120,7 +122,7 @@ class Cluster:
 
         conf = {
             "ClusterName": "ddpmtest",
-            "SlurmctldHost": self.host,
+            "SlurmctldHost": "%s(127.0.0.1)" % self.host,  # loopback: the host name need not resolve
             "SlurmctldPort": free_port(),
             "SlurmdPort": free_port(),
             "SlurmUser": "root",
@@ -150,7 +152,7 @@ class Cluster:
             "InactiveLimit": 0,
         }
         lines = ["%s=%s" % kv for kv in conf.items()]
-        lines.append("NodeName=%s CPUs=%d RealMemory=1000 State=UNKNOWN" % (self.host, os.cpu_count()))
+        lines.append("NodeName=%s NodeAddr=127.0.0.1 CPUs=%d RealMemory=1000 State=UNKNOWN" % (self.host, os.cpu_count()))
         lines.append("PartitionName=debug Nodes=%s Default=YES MaxTime=INFINITE State=UP" % self.host)
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -300,7 +302,7 @@ def main():
     ap.add_argument("--workdir", default="", help="parent of the temporary folder (default $TMPDIR or /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--no-time-limit", dest="time_limit", action="store_false",
-                    help="leave out the real time-limit job (--time=1 --signal=B:USR1@%d, ~1 minute)" % TL_GRACE)
+                    help="leave out the real time-limit job (--time=%d --signal=B:USR1@%d, 1-1.5 minutes)" % (TL_MINUTES, TL_GRACE))
     a = ap.parse_args()
     a.train = os.path.join(a.bin_dir, "ddpm_train")
     a.prepare = os.path.join(a.bin_dir, "ddpm_prepare")
@@ -387,7 +389,7 @@ def main():
             % (t_fwd - t_sig, stop_step, ckpt_time - t_sig, t_exit - t_sig, t_restart - t_exit, CRED_EXPIRE,
                t_total, j["Restarts"]))
 
-        # 3. The real time limit: --time=1 --signal=B:USR1@TL_GRACE, a run far too long to finish. Slurm
+        # 3. The real time limit: --time=TL_MINUTES --signal=B:USR1@TL_GRACE, a run far too long to end. Slurm
         # itself must send USR1 before the limit; the job checkpoints, is requeued and resumes.
         if a.time_limit:
             t0 = time.time()
@@ -395,10 +397,12 @@ def main():
             args = train_args(data, tl_dir)
             args[args.index("--max-steps") + 1] = "1000000"
             args[args.index("--save-every") + 1] = "100000"
-            jid, out = submit(cl, a, "timelimit", args, ["--time=1", "--signal=B:USR1@%d" % TL_GRACE])
+            # Through mpirun this time: the batch shell forwards USR1 to mpirun, which passes it on.
+            jid, out = submit(cl, a, "timelimit", args, ["--time=%d" % TL_MINUTES, "--signal=B:USR1@%d" % TL_GRACE],
+                              DDPM_LAUNCHER="mpirun")
             wait_for("job %s to be requeued by its time limit and resume" % jid,
                      lambda: (cl.check_alive(), "resumed from" in open(out).read() if os.path.exists(out) else 0)[1],
-                     60 + 30, 0.5)
+                     TL_MINUTES * 60 + 60, 0.5)
             # A plain scancel (SIGTERM) still checkpoints, but must not requeue: the job ends CANCELLED.
             t_cancel = time.time()
             cl.run(["scancel", jid])
@@ -406,25 +410,31 @@ def main():
             text = open(out).read()
             first, _, second = text.partition("SLURM_RESTART_COUNT=1 ")
             assert j["JobState"] == "CANCELLED" and j["Restarts"] == "1", (j, text)
-            assert "SLURM_RESTART_COUNT=2" not in text and "not requeued" in second, text
-            m = re.search(r"stopped at step \d+ .*exit status 75", second)
-            assert m, "no checkpoint after scancel (SIGTERM):\n" + second
-            t_cancel_exit = float(re.search(r"ddpm_train exited 75 at ([0-9.]+)", second).group(1)) - t_cancel
+            assert "launcher mpirun:" in first, first
+            assert "SLURM_RESTART_COUNT=2" not in text and "requeueing" not in second, text
+            # OpenMPI's mpirun answers SIGTERM by killing its ranks (exit 1, no checkpoint); under srun
+            # the ranks get the SIGTERM and checkpoint (exit 75, "not requeued").
+            m = re.search(r"ddpm_train exited (\d+) at ([0-9.]+)", second)
+            assert m and (m.group(1) == "75" and "not requeued" in second or
+                          m.group(1) == "1" and "launcher mpirun:" in second), second
+            cancel = "checkpoint and exit 75" if m.group(1) == "75" else "mpirun killed the ranks (exit 1, no checkpoint)"
+            t_cancel_exit = float(m.group(2)) - t_cancel
             t_start = float(re.search(r"SLURM_RESTART_COUNT=0 started at ([0-9.]+)", first).group(1))
             m = re.search(r"got SIGUSR1 at ([0-9.]+)", first)
             assert m, "Slurm sent no USR1 before the time limit:\n" + text
             t_usr1 = float(m.group(1))
-            m = re.search(r"stopped at step (\d+) \(\d+ images\); checkpoint (\S+); exit status 75", first)
-            assert m and "requeueing job %s" % jid in first, first
-            assert re.search(r"resumed from %s at step %s" % (re.escape(m.group(2)), m.group(1)), second), second
+            stop = re.search(r"stopped at step (\d+) \(\d+ images\); checkpoint (\S+); exit status 75", first)
+            assert stop and "requeueing job %s" % jid in first, first
+            assert re.search(r"resumed from %s at step %s" % (re.escape(stop.group(2)), stop.group(1)), second), second
             t_exit = float(re.search(r"ddpm_train exited 75 at ([0-9.]+)", first).group(1))
-            assert j["Restarts"] == "1" and t_usr1 - t_start < 60, (j, t_usr1 - t_start)
-            log("figures (--time=1 --signal=B:USR1@%d): USR1 came %.1f s after the start (%d s expected; Slurm "
+            limit = TL_MINUTES * 60
+            assert j["Restarts"] == "1" and t_usr1 - t_start < limit, (j, t_usr1 - t_start)
+            log("figures (--time=%d --signal=B:USR1@%d): USR1 came %.1f s after the start (%d s expected; Slurm "
                 "may send it up to 60 s early), checkpoint at step %s and exit 75 %.2f s later, %.1f s before "
-                "the limit; requeued, resumed from step %s; scancel -> checkpoint and exit 75 in %.2f s, not "
-                "requeued (%s, Restarts=%s)"
-                % (TL_GRACE, t_usr1 - t_start, 60 - TL_GRACE, m.group(1), t_exit - t_usr1, 60 - (t_exit - t_start),
-                   m.group(1), t_cancel_exit, j["JobState"], j["Restarts"]))
+                "the limit; requeued, resumed from step %s; scancel -> %s in %.2f s, not requeued (%s, Restarts=%s)"
+                % (TL_MINUTES, TL_GRACE, t_usr1 - t_start, limit - TL_GRACE, stop.group(1), t_exit - t_usr1,
+                   limit - (t_exit - t_start),
+                   stop.group(1), cancel, t_cancel_exit, j["JobState"], j["Restarts"]))
             t_tl = time.time() - t0
         log("figures: cluster up in %.1f s; reference run %.1f s; interrupted run %.1f s%s; whole test %.1f s"
             % (t_up, t_ref, t_total, "; time-limit run %.1f s" % t_tl if a.time_limit else "", time.time() - t_all))
