@@ -19,10 +19,13 @@ for arg in "$@"; do
 done
 
 # --- Debian packages -------------------------------------------------------------------------
+# slurmctld slurmd slurm-client munge: tests/launch/slurm_test.py starts its own private Slurm
+# (own config, ports, munge key and socket in a temporary folder). On a systemd machine the
+# packages' own services stay inactive without /etc/slurm/slurm.conf; munge's may start.
 DEBS=(build-essential cmake ninja-build ccache pkg-config python3 python3-venv
       openmpi-bin libopenmpi-dev libhdf5-dev prometheus-cpp-dev prometheus prometheus-pushgateway
       dataset-fashion-mnist libgtest-dev libcli11-dev nlohmann-json3-dev libpng-dev zlib1g-dev
-      libjpeg62-turbo-dev libssl-dev)
+      libjpeg62-turbo-dev libssl-dev slurmctld slurmd slurm-client munge)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
