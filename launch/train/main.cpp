@@ -3,6 +3,7 @@
 // SIGTERM/SIGUSR1 after writing a checkpoint (requeue: the same command resumes); 1 an error.
 #include <torch/torch.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -27,6 +28,9 @@ const char* kExitCodes =
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) must fail the write (EFBIG: the checkpoint error names the path
+  // and keeps the previous checkpoint) instead of killing the rank with SIGXFSZ.
+  std::signal(SIGXFSZ, SIG_IGN);
   ddpm::dist::MpiRuntime mpi(&argc, &argv);
   const ddpm::dist::Context& ctx = mpi.context();
   return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -89,6 +90,10 @@ TrainOutcome Trainer::outcome(int exit_code) const {
 }
 
 bool Trainer::run_step() {
+  ++attempts_;
+  poison_step_ = (test_nonfinite_rank_ < 0 || test_nonfinite_rank_ == rank_) &&
+                 std::find(test_nonfinite_attempts_.begin(), test_nonfinite_attempts_.end(), attempts_) !=
+                     test_nonfinite_attempts_.end();  // test-only (DDPM_TEST_NONFINITE_STEPS)
   timer_.start();
   const data::Batch batch = reader_->next();
   timer_.lap(StepPhase::kData);
@@ -143,6 +148,7 @@ at::Tensor Trainer::microbatch_loss(const at::Tensor& x, const at::Tensor& y, st
     AutocastScope autocast(autocast_);
     terms = diffusion_->training_losses(model_fn(model_, labels), x, ts.t, noise);
   }
+  if (poison_step_) terms.loss = terms.loss * NAN;  // test-only fault injection (read_test_hooks)
   const at::Tensor loss = (terms.loss.to(at::kFloat) * ts.weights).mean();
   const auto col = [&](const at::Tensor& v) {  // (n) float64 on the device
     return v.defined() ? v.detach().to(at::kDouble) : at::full({n}, NAN, x.options().dtype(at::kDouble));
