@@ -35,7 +35,9 @@ def workdir(name=None):
 
 
 def figure(line):
-    """Prints `[figure] line` and appends it to build/tmp/figures/<test>.txt."""
+    """Prints `[figure] line` and appends it to build/tmp/figures/<test>.txt (the test's work
+    folder left out of paths)."""
+    line = line.replace(os.path.join(BINARY_DIR, "tmp", "fault", TEST_NAME) + "/", "")
     print("[figure] " + line, flush=True)
     folder = os.path.join(BINARY_DIR, "tmp", "figures")
     os.makedirs(folder, exist_ok=True)

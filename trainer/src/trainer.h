@@ -54,6 +54,7 @@ class Trainer {
   bool record(const at::Tensor& rows, bool stepped);  // all-gathers the rows; true when some rank must stop
   void log_interval();
   TrainOutcome outcome(int exit_code) const;
+  static void create_run_dir(const std::string& dir);  // rank 0, after every check: throws naming --run-dir
   // --- state (train_state.cpp) ---
   void seed_rank(int64_t step);
   void resume_or_init();
