@@ -35,7 +35,7 @@ def expect_refused(what, args, run_dir, wants, check_absent=True):
     """Runs ddpm_train; checks exit 1, one stderr line holding every string of `wants`, nothing written."""
     before = fl.tree(run_dir)
     existed = os.path.exists(run_dir)
-    r = fl.run([fl.TRAIN] + args, timeout=120)
+    r = fl.run([fl.TRAIN] + args, timeout=60)
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 1, "%s: exit %d, expected 1:\n%s%s" % (what, r.returncode, r.stdout[-2000:], r.stderr)
     assert len(lines) == 1, "%s: expected one line on stderr, got %d:\n%s" % (what, len(lines), r.stderr)

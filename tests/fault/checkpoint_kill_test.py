@@ -41,7 +41,7 @@ def kill_at(work, data, point):
         assert temporaries, "%s: expected the dead writer's .tmp- folder in %s" % (point, os.listdir(ckpts))
         assert fl.steps(run_dir) == [SAVE_EVERY], fl.steps(run_dir)
 
-    r = fl.run(cmd, timeout=180)
+    r = fl.run(cmd)
     out = r.stdout + r.stderr
     assert r.returncode == 0, "%s: resume failed (%d):\n%s" % (point, r.returncode, out)
     resumed = fl.resumed_step(out)

@@ -58,7 +58,7 @@ def with_ulimit(work, data):
     # OpenMPI's singleton start-up puts PMIx's shared-memory store in a file larger than the limit:
     # the hash store keeps it in memory.
     r = subprocess.run([fl.TRAIN] + fl.tiny_flags(data, run_dir, MAX_STEPS, SAVE_EVERY), capture_output=True,
-                       text=True, timeout=180, preexec_fn=limit, env=fl.env_with(PMIX_MCA_gds="hash"))
+                       text=True, timeout=90, preexec_fn=limit, env=fl.env_with(PMIX_MCA_gds="hash"))
     line = check_failed_save(r, run_dir, "optimizer.pt: write failed: File too large", "ulimit -f")
     resume_after_room(data, run_dir, "ulimit -f")
     fl.figure("disk full (ulimit -f %d KiB, EFBIG) while saving step %d: exit 1, one line "

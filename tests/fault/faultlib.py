@@ -83,7 +83,7 @@ def env_with(**kw):
     return env
 
 
-def run(args, timeout=180, env=None):
+def run(args, timeout=90, env=None):
     """Runs to completion; returns the CompletedProcess (stdout and stderr apart, as text)."""
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -49,7 +49,7 @@ def kill_one_rank(work, data, np_):
 
     assert fl.latest(run_dir) is not None and fl.verify(fl.step_dir(run_dir, fl.latest(run_dir))) is None
     t0 = time.time()
-    r = fl.run(cmd, timeout=240)
+    r = fl.run(cmd, timeout=100)
     out = r.stdout + r.stderr
     assert r.returncode == 0, "resume failed (%d):\n%s" % (r.returncode, out)
     resumed = fl.resumed_step(out)

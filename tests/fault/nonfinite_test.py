@@ -9,6 +9,9 @@ whatever the code does; in A only rank 1 does. Had any rank acted on its own los
 all-reduced gradients (rank 0 stepping while rank 1 skipped, say), rank 0's weights in A would
 differ from C's, and since every later step averages both ranks' gradients, so would the
 checkpoint that rank 0 writes. A run without injection must differ (the skip changed something).
+Checked by mutation: an EMA update on the skipped step on the poisoned rank only fails this test
+(ema_0.9999.pt differs); a rank that skips alone desynchronises the collectives (a hang, caught by
+the 60 s bound).
 
 The skip is counted: the warning line, `nonfinite_skipped` in log.jsonl (the same interval count
 feeds the Prometheus counter ddpm_nonfinite_steps_skipped_total, the issue's
@@ -31,7 +34,8 @@ def train(work, data, name, extra_env, max_steps=MAX_STEPS, extra=()):
     run_dir = os.path.join(work, name)
     env = fl.env_with(**extra_env)
     t0 = time.time()
-    r = fl.run(fl.mpirun(2) + [fl.TRAIN] + fl.tiny_flags(data, run_dir, max_steps, extra=extra), env=env)
+    # A bounded wait: ranks that disagree on a skip call different collectives and hang.
+    r = fl.run(fl.mpirun(2) + [fl.TRAIN] + fl.tiny_flags(data, run_dir, max_steps, extra=extra), env=env, timeout=60)
     return run_dir, r, time.time() - t0
 
 
