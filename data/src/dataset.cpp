@@ -40,6 +40,20 @@ bool is_int(const H5::DataType& t, size_t bytes, bool is_signed) {
          (H5::IntType(t.getId()).getSign() != H5T_SGN_NONE) == is_signed;
 }
 
+// The innermost message of HDF5's error stack ("truncated file: eof = 6852, ..."), or "". Called
+// right after a failed call, before the next one clears the stack.
+std::string hdf5_cause() {
+  std::string out;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned n, const H5E_error2_t* e, void* data) -> herr_t {
+        if (n == 0 && e->desc) *static_cast<std::string*>(data) = e->desc;
+        return 0;
+      },
+      &out);
+  return out;
+}
+
 bool has_attr(const H5::H5Object& o, const char* name) { return o.attrExists(name); }
 
 int64_t read_int_attr(const H5::H5Object& o, const char* name, const std::string& path, bool required,
@@ -141,7 +155,11 @@ ImageDataset ImageDataset::open(const std::string& path) {
   try {
     impl->file = H5::H5File(path, H5F_ACC_RDONLY);
   } catch (const H5::Exception& e) {
-    fail(path, "cannot open as HDF5: " + e.getDetailMsg(), "is it an HDF5 file written by ddpm_prepare?");
+    const std::string cause = hdf5_cause();
+    if (cause.find("truncated") != std::string::npos)
+      fail(path, "truncated HDF5 file (" + cause + ")", "an interrupted copy? copy it again or convert it again with ddpm_prepare");
+    fail(path, "cannot open as HDF5: " + (cause.empty() ? e.getDetailMsg() : cause),
+         "is it an HDF5 file written by ddpm_prepare?");
   }
   try {
     if (H5Lexists(impl->file.getId(), "images", H5P_DEFAULT) <= 0)
@@ -156,7 +174,7 @@ ImageDataset ImageDataset::open(const std::string& path) {
     const H5::DataType t = impl->images.getDataType();
     if (d.size() != 4 || !is_int(t, 1, false))
       fail(path, "dataset '/images' is " + type_str(t) + " " + dims_str(d),
-           "expected uint8 (N, H, W, C) with C = 1 or 3");
+           "expected uint8 (N, H, W, C) with C = 1 or 3; convert the data with ddpm_prepare");
     if (!(d[3] == 1 || d[3] == 3) || d[1] == 0 || d[2] == 0)
       fail(path, "dataset '/images' has shape " + dims_str(d), "expected (N, H, W, C) with C = 1 or 3, H, W > 0");
     info.count = d[0], info.height = d[1], info.width = d[2], info.channels = d[3];

@@ -3,6 +3,7 @@
 // SIGTERM/SIGUSR1 after writing a checkpoint (requeue: the same command resumes); 1 an error.
 #include <torch/torch.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
@@ -27,6 +28,13 @@ const char* kExitCodes =
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) must fail the write (EFBIG: the checkpoint error names the path
+  // and keeps the previous checkpoint) instead of killing the rank with SIGXFSZ.
+  std::signal(SIGXFSZ, SIG_IGN);
+  // SIGTERM/SIGUSR1 are caught from the first instruction: one that arrives while MPI, the data
+  // and the model are being set up stops the run after its first step with a checkpoint and exit
+  // 75, instead of killing the rank with nothing saved.
+  ddpm::trainer::StopSignalHandlers stop_handlers;
   ddpm::dist::MpiRuntime mpi(&argc, &argv);
   const ddpm::dist::Context& ctx = mpi.context();
   return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {
@@ -49,7 +57,9 @@ int main(int argc, char** argv) {
                 << " thread(s) per rank, device " << ctx.device() << "\nconfiguration:\n"
                 << ddpm::trainer::to_json(config).dump(2) << std::endl;
     }
-    const ddpm::trainer::TrainOutcome out = ddpm::trainer::train(config, *comm, ctx.device());
+    ddpm::trainer::TrainHooks hooks;
+    hooks.install_signal_handlers = false;  // installed above, before MPI
+    const ddpm::trainer::TrainOutcome out = ddpm::trainer::train(config, *comm, ctx.device(), hooks);
     if (ctx.rank == 0) {
       std::cout << (out.exit_code == 0 ? "done" : "stopped") << " at step " << out.step << " ("
                 << out.images_seen << " images); checkpoint " << out.checkpoint << "; exit status "

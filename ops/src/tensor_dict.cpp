@@ -8,6 +8,10 @@
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/csrc/jit/serialization/unpickler.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -28,16 +32,42 @@ void save_tensor_dict(const std::string& path, const TensorDict& tensors) {
   pickler.protocol();
   pickler.pushIValue(c10::IValue(dict));
   pickler.stop();
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw std::runtime_error(path + ": cannot write tensor dict (check the folder exists and is writable)");
-  caffe2::serialize::PyTorchStreamWriter writer([&](const void* b, size_t n) -> size_t {
-    out.write(static_cast<const char*>(b), static_cast<std::streamsize>(n));
-    return out ? n : 0;
-  });
-  torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
-  writer.writeEndOfFile();
-  out.close();
-  if (!out) throw std::runtime_error(path + ": write failed (disk full?)");
+  // The sink never reports a failed write to PyTorchStreamWriter: its destructor finishes the
+  // archive and would throw a second time, which terminates the process. The first error (ENOSPC,
+  // EFBIG under `ulimit -f`, EIO) is kept, later writes are dropped, and it is thrown at the end.
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw std::runtime_error(path + ": cannot create (" + std::strerror(errno) +
+                             "; check the folder exists and is writable)");
+  }
+  int write_errno = 0;
+  try {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* b, size_t n) -> size_t {
+      const char* p = static_cast<const char*>(b);
+      for (size_t left = n; left > 0 && write_errno == 0;) {
+        const ssize_t w = ::write(fd, p, left);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) {
+          write_errno = errno;
+          break;
+        }
+        p += w;
+        left -= static_cast<size_t>(w);
+      }
+      return n;
+    });
+    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0 && write_errno == 0) write_errno = errno;
+  if (write_errno != 0) {
+    const bool full = write_errno == ENOSPC || write_errno == EFBIG || write_errno == EDQUOT;
+    throw std::runtime_error(path + ": write failed: " + std::strerror(write_errno) +
+                             (full ? " (the disk is full, or a quota or file-size limit was reached)" : ""));
+  }
 }
 
 namespace {

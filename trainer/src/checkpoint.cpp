@@ -76,11 +76,26 @@ std::string CheckpointStore::save(const TrainState& state) {
   const std::string pid = std::to_string(::getpid());
   const fs::path tmp = fs::path(dir_) / (".tmp-" + name + "-" + pid);
   const fs::path final_dir = fs::path(dir_) / name;
-  fs::remove_all(tmp);
-  fs::create_directory(tmp);
-  write_checkpoint_files(tmp.string(), state);
-  point("files_written");
-  data::fsync_path(dir_);
+  try {
+    fs::remove_all(tmp);
+    fs::create_directory(tmp);
+    write_checkpoint_files(tmp.string(), state);
+    point("files_written");
+    data::fsync_path(dir_);
+  } catch (const std::exception& e) {
+    // Disk full, a quota or file-size limit, an I/O error: drop the partial folder (it would never
+    // be loaded: no final name, no verified manifest) and say what is left to resume from.
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    const std::optional<int64_t> previous = latest_pointer();
+    throw CheckpointError(
+        "checkpoint of step " + std::to_string(state.step) + " not written: " + e.what() + "; " +
+        (previous ? "the previous checkpoint " + path_for(*previous) + " is intact. Free space in " + dir_ +
+                        " (or raise the quota or `ulimit -f`) and run the same command to resume from step " +
+                        std::to_string(*previous)
+                  : "no earlier checkpoint exists. Free space in " + dir_ + " (or raise the quota or `ulimit -f`) "
+                    "and run the same command"));
+  }
   point("before_rename");
   if (fs::exists(final_dir)) {  // an older write of this step (e.g. one that failed to verify)
     const fs::path trash = fs::path(dir_) / (".trash-" + name + "-" + pid);

@@ -249,15 +249,15 @@ std::vector<std::string> resume_differences(const Json& saved, const Json& now) 
 void check_resume_config(const Json& saved, const Json& now, const std::string& saved_from) {
   const std::vector<std::string> diffs = resume_differences(saved, now);
   if (diffs.empty()) return;
-  std::string list, safe;
-  for (const auto& d : diffs) list += "\n  " + d;
+  std::string list, safe;  // one line: the error is one line on stderr
+  for (const auto& d : diffs) list += (list.empty() ? " " : "; ") + d;
   for (const auto& f : detail::fields()) {
     if (f.key.safe_on_resume) safe += (safe.empty() ? "" : ", ") + f.key.key;
   }
   throw std::invalid_argument("resume: the configuration differs from the one saved in " + saved_from +
                               " in " + std::to_string(diffs.size()) + " key(s):" + list +
-                              "\nResume with the saved values, or start a new --run-dir (or --resume none "
-                              "with a fresh run dir). Keys that may change on resume: " + safe);
+                              ". Resume with the saved values, or start a new --run-dir (or --resume none "
+                              "with a fresh run dir); keys that may change on resume: " + safe);
 }
 
 void write_config_file(const std::string& path, const TrainConfig& config) {

@@ -109,7 +109,12 @@ CliResult parse_train_args(int argc, const char* const* argv) {
   } catch (const CLI::CallForHelp&) {
     return {std::nullopt, app.help()};
   } catch (const CLI::ParseError& e) {
-    throw std::invalid_argument(std::string("command line: ") + e.what() + " (run with --help to list the flags)");
+    const std::string what = e.what();
+    const auto twice = what.find(": At Most 1 required but received");  // CLI11's words for a repeated flag
+    if (twice != std::string::npos) {
+      throw std::invalid_argument("command line: " + what.substr(0, twice) + " is given more than once; give it once");
+    }
+    throw std::invalid_argument("command line: " + what + " (run with --help to list the flags)");
   }
   std::map<std::string, std::string> given;  // key -> flag text
   for (size_t i = 0; i < fields.size(); ++i) {

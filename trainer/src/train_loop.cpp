@@ -4,8 +4,15 @@
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <stdexcept>
 
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/signals.h"
@@ -55,7 +62,10 @@ TrainOutcome Trainer::run_loop() {
     logger_.finish(0);
     return outcome(0);
   }
-  // After the resume check: a config that was refused does not replace the saved one.
+  // Only now, after every check (flags, data, model, resume), is the run dir created: a run that
+  // fails before this point leaves nothing behind. A refused config does not replace the saved one.
+  if (rank_ == 0) create_run_dir(config_.run_dir);
+  comm_.barrier();
   if (rank_ == 0) write_config_file((std::filesystem::path(config_.run_dir) / "config.json").string(), config_);
   logger_.open({{"event", resumed_from_ >= 0 ? "resume" : "start"}, {"step", step_}, {"world_size", world_},
                 {"global_batch", plan_.global_batch}, {"total_steps", total_steps_}});
@@ -78,6 +88,23 @@ TrainOutcome Trainer::run_loop() {
   return outcome(exit_code);
 }
 
+// The run dir and a probe file in it: an unusable --run-dir is one clear error, not a failure in
+// the middle of the first write.
+void Trainer::create_run_dir(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const auto fail = [&](const std::string& why) {
+    throw std::runtime_error("--run-dir " + dir + ": " + why + "; pick a --run-dir in a writable folder");
+  };
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) fail("cannot create the folder (" + ec.message() + ")");
+  const fs::path probe = fs::path(dir) / (".write-test-" + std::to_string(::getpid()));
+  std::FILE* f = std::fopen(probe.c_str(), "w");
+  if (!f) fail(std::string("cannot write in the folder (") + std::strerror(errno) + ")");
+  std::fclose(f);
+  fs::remove(probe, ec);
+}
+
 TrainOutcome Trainer::outcome(int exit_code) const {
   TrainOutcome out;
   out.exit_code = exit_code;
@@ -89,6 +116,10 @@ TrainOutcome Trainer::outcome(int exit_code) const {
 }
 
 bool Trainer::run_step() {
+  ++attempts_;
+  poison_step_ = (test_nonfinite_rank_ < 0 || test_nonfinite_rank_ == rank_) &&
+                 std::find(test_nonfinite_attempts_.begin(), test_nonfinite_attempts_.end(), attempts_) !=
+                     test_nonfinite_attempts_.end();  // test-only (DDPM_TEST_NONFINITE_STEPS)
   timer_.start();
   const data::Batch batch = reader_->next();
   timer_.lap(StepPhase::kData);
@@ -143,6 +174,7 @@ at::Tensor Trainer::microbatch_loss(const at::Tensor& x, const at::Tensor& y, st
     AutocastScope autocast(autocast_);
     terms = diffusion_->training_losses(model_fn(model_, labels), x, ts.t, noise);
   }
+  if (poison_step_) terms.loss = terms.loss * NAN;  // test-only fault injection (read_test_hooks)
   const at::Tensor loss = (terms.loss.to(at::kFloat) * ts.weights).mean();
   const auto col = [&](const at::Tensor& v) {  // (n) float64 on the device
     return v.defined() ? v.detach().to(at::kDouble) : at::full({n}, NAN, x.options().dtype(at::kDouble));
@@ -196,8 +228,6 @@ TrainOutcome train(const TrainConfig& config, dist::Communicator& comm, const c1
     clear_stop_request();
     handlers.emplace();
   }
-  if (comm.rank() == 0) std::filesystem::create_directories(config.run_dir);
-  comm.barrier();
   detail::Trainer trainer(config, comm, device, hooks);
   return trainer.run_loop();
 }

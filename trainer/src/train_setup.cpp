@@ -4,8 +4,14 @@
 #include <torch/torch.h>
 
 #include <ATen/Context.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <sstream>
 #include <stdexcept>
+#include <thread>
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/trainer/factory.h"
@@ -23,6 +29,7 @@ Trainer::Trainer(const TrainConfig& config, dist::Communicator& comm, const c10:
       world_(comm.world_size()),
       logger_(config_, rank_, world_, device_, hooks.print) {
   build();
+  read_test_hooks();
   resume_or_init();
   add_periodic_tasks();
 }
@@ -74,6 +81,39 @@ void Trainer::build() {
   optimizer_ = std::make_unique<OptimizerStep>(config_, params_, autocast_ == at::kHalf);
   reducer_ = std::make_unique<dist::GradientReducer>(comm_, params_);
   store_ = std::make_unique<CheckpointStore>(config_.run_dir, RetentionPolicy{config_.keep_last, config_.keep_every});
+}
+
+// --- test-only fault injection -------------------------------------------------------------------
+// Environment variables set by the tests in tests/fault/ only (never by users), read once here:
+//   DDPM_TEST_CHECKPOINT_PAUSE=POINT[@STEP]  at the CheckpointStore fault point POINT
+//       (files_written, before_rename, after_rename, latest_written) of the checkpoint of STEP (of
+//       any step when omitted), rank 0 prints "DDPM_TEST_CHECKPOINT_PAUSE: paused at POINT of step S
+//       (pid P)" and sleeps until it is killed: the test kill -9s the job exactly there.
+//   DDPM_TEST_NONFINITE_STEPS=A,B,...  the loss (hence the gradients) is NaN in the step attempts
+//       A, B, ... of this process (1-based; a skipped step is an attempt too, so "5,6" gives two
+//       non-finite steps in a row).
+//   DDPM_TEST_NONFINITE_RANK=R  ... on rank R only (default: every rank).
+void Trainer::read_test_hooks() {
+  if (const char* spec = std::getenv("DDPM_TEST_CHECKPOINT_PAUSE"); spec && *spec) {
+    std::string point = spec;
+    int64_t at_step = -1;
+    if (const auto at = point.find('@'); at != std::string::npos) {
+      at_step = std::stoll(point.substr(at + 1));
+      point.resize(at);
+    }
+    store_->set_fault_hook([this, point, at_step](const std::string& where) {
+      if (where != point || (at_step >= 0 && step_ != at_step)) return;
+      print("DDPM_TEST_CHECKPOINT_PAUSE: paused at " + where + " of step " + std::to_string(step_) + " (pid " +
+            std::to_string(::getpid()) + ")");
+      for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+    });
+  }
+  if (const char* steps = std::getenv("DDPM_TEST_NONFINITE_STEPS"); steps && *steps) {
+    std::stringstream ss(steps);
+    std::string part;
+    while (std::getline(ss, part, ',')) test_nonfinite_attempts_.push_back(std::stoll(part));
+  }
+  if (const char* rank = std::getenv("DDPM_TEST_NONFINITE_RANK"); rank && *rank) test_nonfinite_rank_ = std::stoi(rank);
 }
 
 // After each step, in this order: the log line, the checkpoint, then the evaluations (which see

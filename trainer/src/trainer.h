@@ -45,6 +45,7 @@ class Trainer {
   // --- setup (train_setup.cpp) ---
   void build();
   void add_periodic_tasks();
+  void read_test_hooks();  // DDPM_TEST_* fault injection, for tests/fault/ only
   // --- the step (train_loop.cpp) ---
   bool run_step();  // true when some rank asked to stop (the same answer on every rank)
   at::Tensor forward_backward(const data::Batch& batch);  // (B, 4) float64 on the device: t, loss, mse, vb
@@ -53,6 +54,7 @@ class Trainer {
   bool record(const at::Tensor& rows, bool stepped);  // all-gathers the rows; true when some rank must stop
   void log_interval();
   TrainOutcome outcome(int exit_code) const;
+  static void create_run_dir(const std::string& dir);  // rank 0, after every check: throws naming --run-dir
   // --- state (train_state.cpp) ---
   void seed_rank(int64_t step);
   void resume_or_init();
@@ -97,6 +99,12 @@ class Trainer {
   int64_t step_ = 0, images_seen_ = 0;
   int64_t resumed_from_ = -1;
   std::string last_checkpoint_;
+
+  // Test-only fault injection (read_test_hooks(), train_setup.cpp): unset in real runs.
+  std::vector<int64_t> test_nonfinite_attempts_;  // DDPM_TEST_NONFINITE_STEPS: step attempts with a NaN loss
+  int test_nonfinite_rank_ = -1;                  // DDPM_TEST_NONFINITE_RANK (-1: every rank)
+  int64_t attempts_ = 0;                          // step attempts of this process (skipped ones count)
+  bool poison_step_ = false;                      // this attempt's loss is made NaN
 };
 
 }  // namespace ddpm::trainer::detail

@@ -16,12 +16,12 @@ std::string shape(const at::Tensor& t) {
   return s.str();
 }
 
-// At most `limit` entries of a list, then "... and N more".
-std::string listing(const std::vector<std::string>& items, size_t limit = 20) {
+// At most `limit` entries of a list on one line, then "and N more": " {a; b; and 7 more}".
+std::string listing(const std::vector<std::string>& items, size_t limit = 5) {
   std::string s;
-  for (size_t i = 0; i < items.size() && i < limit; ++i) s += "\n    " + items[i];
-  if (items.size() > limit) s += "\n    ... and " + std::to_string(items.size() - limit) + " more";
-  return s;
+  for (size_t i = 0; i < items.size() && i < limit; ++i) s += (i ? "; " : " {") + items[i];
+  if (items.size() > limit) s += "; and " + std::to_string(items.size() - limit) + " more";
+  return s + "}";
 }
 
 }  // namespace
@@ -56,10 +56,11 @@ void load_state_dict(torch::nn::Module& module, const TensorDict& tensors, const
   if (!missing.empty() || !unexpected.empty() || !misshaped.empty()) {
     std::string msg = "cannot load " + source + " into the model (" + std::to_string(own.size()) +
                       " tensors expected, " + std::to_string(tensors.size()) + " given):";
-    if (!missing.empty()) msg += "\n  missing keys (" + std::to_string(missing.size()) + "):" + listing(missing);
-    if (!unexpected.empty()) msg += "\n  unexpected keys (" + std::to_string(unexpected.size()) + "):" + listing(unexpected);
-    if (!misshaped.empty()) msg += "\n  mis-shaped keys (" + std::to_string(misshaped.size()) + "):" + listing(misshaped);
-    msg += "\n  check that the model options (preset and flags) are those the weights were trained with";
+    // One line (it ends up as ddpm_train's one-line error), at most 5 keys of each kind.
+    if (!missing.empty()) msg += " missing keys (" + std::to_string(missing.size()) + "):" + listing(missing);
+    if (!unexpected.empty()) msg += " unexpected keys (" + std::to_string(unexpected.size()) + "):" + listing(unexpected);
+    if (!misshaped.empty()) msg += " mis-shaped keys (" + std::to_string(misshaped.size()) + "):" + listing(misshaped);
+    msg += "; check that the model options (preset and flags) are those the weights were trained with";
     throw std::runtime_error(msg);
   }
   at::NoGradGuard no_grad;

@@ -2,8 +2,8 @@
 // set an atomic flag that the training loop polls once per step. The loop then finishes the step,
 // writes a checkpoint and returns kRequeueExitCode, so a batch system can requeue the job and the
 // same command resumes it (--resume auto). The flag is the one process-wide state of the trainer:
-// a signal handler can reach nothing else. With several ranks, OR the flag over all ranks each
-// step (an all-reduce of stop_requested()) so every rank stops at the same step.
+// a signal handler can reach nothing else. With several ranks the trainer gathers every rank's
+// flag with each step's loss terms (one collective), so every rank stops at the same step.
 #pragma once
 #include <csignal>
 
