@@ -83,6 +83,7 @@ TrainOutcome Trainer::run_loop() {
           std::to_string(step_) + ", exit code " + std::to_string(kRequeueExitCode) + " (requeue and resume)");
   }
   periodic_.run_final(step_, completed);
+  comm_.barrier();  // every rank returns once rank 0's outputs (grid, log, checkpoint) are written
   const int exit_code = completed ? 0 : kRequeueExitCode;
   logger_.finish(exit_code);
   return outcome(exit_code);
