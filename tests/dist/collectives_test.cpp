@@ -198,6 +198,14 @@ TEST(Check, MacroReportsLibraryStringRankAndHint) {
 // The NCCL path on CUDA tensors (label gpu semantics: skips without a GPU, or when ranks would
 // share one GPU, which NCCL refuses).
 #if DDPM_WITH_NCCL
+#include <ATen/cuda/Sleep.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+
 #include "ddpm/dist/nccl_communicator.h"
 
 namespace {
@@ -220,6 +228,48 @@ TEST(Nccl, AllReduceBroadcastAllGatherOnCuda) {
   for (int r = 0; r < nccl.world_size(); ++r)
     EXPECT_TRUE(all[r].cpu().equal(rank_input(91, r, {rows_of(r), 2}, at::kDouble))) << "rank " << r;
   nccl.barrier();
+}
+
+// --collective-timeout on NCCL (issue 11 item 7): an all-reduce queued behind a kernel that spins
+// for ~4 s cannot complete; with a 1 s bound the watchdog reports it, naming the collective, while
+// the host goes on (the report comes from the watchdog's thread, the host never blocks on it). The
+// all-reduce still completes correctly once the kernel ends.
+TEST(Nccl, WatchdogReportsAKernelThatDoesNotComplete) {
+  DDPM_REQUIRE_CUDA();
+  const auto& ctx = ddpm::dist::testing::context();
+  if (ctx.shares_gpu) GTEST_SKIP() << "more local ranks than GPUs";
+  ddpm::dist::NcclCommunicator nccl(MPI_COMM_WORLD, ctx.cuda_device);
+  const at::Device dev = ctx.device();
+  c10::cuda::CUDAGuard guard(dev);
+  const int64_t calibration = 50'000'000;  // cycles of at::cuda::sleep, timed to scale to ~4 s
+  const auto c0 = std::chrono::steady_clock::now();
+  at::cuda::sleep(calibration);
+  c10::cuda::device_synchronize();
+  const double per_cycle = std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count() / calibration;
+  std::mutex m;
+  std::vector<std::string> fired;
+  nccl.set_collective_timeout(1.0, [&](const std::string& msg) {
+    std::lock_guard<std::mutex> lock(m);
+    fired.push_back(msg);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  at::cuda::sleep(static_cast<int64_t>(4.0 / per_cycle));  // on torch's current stream
+  at::Tensor x = at::ones({1024}, at::TensorOptions().device(dev));
+  std::shared_ptr<ddpm::dist::Work> work = nccl.all_reduce_async(x, ReduceOp::kSum);  // waits for the sleep
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  {
+    std::lock_guard<std::mutex> lock(m);
+    ASSERT_EQ(fired.size(), 1u) << "the watchdog did not report the stuck NCCL all-reduce within 2.5 s";
+    std::printf("[figure] NCCL all-reduce behind a 4 s kernel, --collective-timeout 1: reported after <= 2.5 s: %s\n",
+                fired[0].c_str());
+    EXPECT_NE(fired[0].find("NCCL all_reduce"), std::string::npos) << fired[0];
+  }
+  work->wait();
+  c10::cuda::device_synchronize();
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[figure] the kernel and the all-reduce ended after %.1f s\n", total);
+  EXPECT_TRUE(x.cpu().eq(static_cast<float>(nccl.world_size())).all().item<bool>());
+  nccl.set_collective_timeout(0, {});
 }
 }  // namespace
 #endif
