@@ -1,5 +1,5 @@
 // ddpm_sample: N samples from a checkpoint (raw or EMA weights), split across ranks, respaced
-// ancestral or DDIM sampling, classifier-free guidance for class-conditional models; rank 0
+// ancestral or DDIM sampling or a score-SDE sampler (--sampler), classifier-free guidance for class-conditional models; rank 0
 // writes improved-diffusion's .npz (arr_0 uint8 (N, H, W, C), arr_1 int64 labels) and a PNG grid.
 #include <torch/torch.h>
 
@@ -19,6 +19,7 @@
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
 #include "ddpm/dist/rank_main.h"
+#include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
@@ -29,8 +30,8 @@ using ddpm::trainer::LoadedModel;
 using ddpm::trainer::SampleRequest;
 
 struct Args {
-  std::string checkpoint, ema, respacing, class_spec = "random", out, grid;
-  int64_t num_samples = 16, batch_size = 16, image_size = 0, channels = 0;
+  std::string checkpoint, ema, respacing, class_spec = "random", out, grid, sampler;
+  int64_t num_samples = 16, batch_size = 16, image_size = 0, channels = 0, steps = 0;
   double eta = 0.0, guidance_scale = 1.0;
   bool guidance = false, clip_denoised = true;
   uint64_t seed = 0;
@@ -54,10 +55,45 @@ void image_shape(const Args& a, const LoadedModel& m, SampleRequest& req) {
   }
 }
 
+// --sampler and --steps: ancestral/ddim with --steps N become respacing "N"/"ddimN"; the score-SDE
+// samplers run N steps over the unrespaced diffusion. Without --sampler, --respacing alone decides
+// (ddimN = DDIM), as before --sampler existed.
+void resolve_sampler(Args& a) {
+  const std::string known = "ancestral, ddim, " + ddpm::diffusion::known_sde_sampler_names();
+  if (a.steps < 0) throw std::invalid_argument("--steps " + std::to_string(a.steps) + ": give a positive step count");
+  if (a.sampler.empty()) {
+    if (a.steps > 0) throw std::invalid_argument("--steps: give --sampler too (" + known + ")");
+    return;
+  }
+  if (a.sampler == "ancestral" || a.sampler == "ddim") {
+    if (a.steps > 0 && !a.respacing.empty()) {
+      throw std::invalid_argument("--steps " + std::to_string(a.steps) + " and --respacing " + a.respacing +
+                                  ": give one of them");
+    }
+    if (a.sampler == "ancestral" && ddpm::trainer::uses_ddim(a.respacing)) {
+      throw std::invalid_argument("--sampler ancestral with --respacing " + a.respacing +
+                                  ": ddimN means DDIM; give --respacing N or --sampler ddim");
+    }
+    if (a.steps > 0) a.respacing = (a.sampler == "ddim" ? "ddim" : "") + std::to_string(a.steps);
+    return;
+  }
+  try {
+    ddpm::diffusion::parse_sde_sampler(a.sampler);
+  } catch (const std::invalid_argument&) {
+    throw std::invalid_argument("--sampler " + a.sampler + ": unknown; known: " + known);
+  }
+  if (!a.respacing.empty()) {
+    throw std::invalid_argument("--respacing " + a.respacing + ": --sampler " + a.sampler +
+                                " chooses its own steps; give --steps N instead");
+  }
+}
+
 SampleRequest make_request(const Args& a, const LoadedModel& m) {
   SampleRequest req;
   image_shape(a, m, req);
   req.respacing = a.respacing;
+  req.sampler = a.sampler;
+  req.sde_steps = a.steps;
   req.eta = a.eta;
   req.clip_denoised = a.clip_denoised;
   req.seed = a.seed;
@@ -84,8 +120,9 @@ SampleRequest make_request(const Args& a, const LoadedModel& m) {
   return req;
 }
 
-int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
+int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
+  resolve_sampler(a);
   LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   const SampleRequest req = make_request(a, m);
   const auto diffusion = ddpm::trainer::make_diffusion(m.config, a.respacing);
@@ -94,7 +131,11 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
     std::cout << "ddpm_sample: " << m.checkpoint << " (step " << m.step << ", weights "
               << (m.ema_rate ? "EMA " + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model.pt")) << "), "
               << a.num_samples << " samples of " << req.channels << "x" << req.height << "x" << req.width << ", "
-              << diffusion.num_timesteps() << " steps (" << (a.respacing.empty() ? "all" : a.respacing) << "), "
+              << (ddpm::trainer::is_sde_sampler(a.sampler)
+                      ? a.sampler + ", " + std::to_string(a.steps > 0 ? a.steps : diffusion.num_timesteps()) + " steps"
+                      : std::to_string(diffusion.num_timesteps()) + " steps (" +
+                            (a.respacing.empty() ? "all" : a.respacing) + ")")
+              << ", "
               << comm.world_size() << " rank(s)" << std::endl;
   }
   std::vector<at::Tensor> images, labels;
@@ -152,6 +193,10 @@ int main(int argc, char** argv) {
   app.add_option("--num-samples", a.num_samples, "samples over all ranks")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--batch-size", a.batch_size, "samples per forward on one rank")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--respacing", a.respacing, "\"\" = all T steps, N, a,b,c (per section) or ddimN");
+  app.add_option("--sampler", a.sampler,
+                 "ancestral|ddim|euler-maruyama|pf-ode-euler|pf-ode-heun|dpm-solver++2m (default: ancestral, or "
+                 "DDIM for --respacing ddimN)");
+  app.add_option("--steps", a.steps, "sampling steps N (ancestral/ddim: same as --respacing N/ddimN; default: all T)");
   app.add_option("--eta", a.eta, "DDIM eta (0 deterministic)")->capture_default_str();
   app.add_option("--guidance-scale", a.guidance_scale, "classifier-free guidance scale s: eps_u + s (eps_c - eps_u)");
   app.add_option("--class", a.class_spec, "class of every sample (0..K-1) or random")->capture_default_str();

@@ -208,6 +208,30 @@ TEST_F(SampleEval, SamplesDoNotDependOnRankCount) {
   }
 }
 
+// Every score-SDE sampler gives the same bytes on 1 and 2 ranks (x_T and Euler-Maruyama's noise
+// from each sample's generator); --sampler ddim --steps 4 is --respacing ddim4.
+TEST_F(SampleEval, SdeSamplersDoNotDependOnRankCount) {
+  const std::string base = " --checkpoint " + dir_ + "/cond --num-samples 3 --batch-size 2 --seed 4 --ema 0.99 --steps 4";
+  for (const char* sampler : {"euler-maruyama", "pf-ode-euler", "pf-ode-heun", "dpm-solver++2m"}) {
+    const std::string flags = base + " --sampler " + sampler, name = dir_ + "/" + sampler;
+    ASSERT_EQ(run(mpirun(1) + bin("ddpm_sample") + flags + " --out " + name + "1.npz", name + "1.txt"), 0)
+        << read_text(name + "1.txt");
+    ASSERT_EQ(run(mpirun(2) + bin("ddpm_sample") + flags + " --out " + name + "2.npz", name + "2.txt"), 0)
+        << read_text(name + "2.txt");
+    EXPECT_NE(read_text(name + "1.txt").find(std::string(sampler) + ", 4 steps"), std::string::npos)
+        << read_text(name + "1.txt");
+    const at::Tensor a = data::read_npz(name + "1.npz").at("arr_0"), b = data::read_npz(name + "2.npz").at("arr_0");
+    ASSERT_EQ(a.sizes(), at::IntArrayRef({3, 8, 8, 1}));
+    EXPECT_TRUE(at::equal(a, b)) << sampler << ": 1 vs 2 ranks, max diff "
+                                 << (a.to(at::kInt) - b.to(at::kInt)).abs().max().item<int>();
+    EXPECT_GT(a.to(at::kFloat).std().item<double>(), 1.0) << sampler << ": samples are constant";
+  }
+  const std::string u = bin("ddpm_sample") + " --checkpoint " + dir_ + "/uncond --num-samples 2 --seed 4 --out " + dir_;
+  ASSERT_EQ(run(u + "/dd1.npz --sampler ddim --steps 4", dir_ + "/dd1.txt"), 0) << read_text(dir_ + "/dd1.txt");
+  ASSERT_EQ(run(u + "/dd2.npz --respacing ddim4", dir_ + "/dd2.txt"), 0) << read_text(dir_ + "/dd2.txt");
+  EXPECT_TRUE(at::equal(data::read_npz(dir_ + "/dd1.npz").at("arr_0"), data::read_npz(dir_ + "/dd2.npz").at("arr_0")));
+}
+
 TEST_F(SampleEval, DdimUnconditionalFixedClassErrors) {
   const std::string base = bin("ddpm_sample") + " --checkpoint " + dir_ + "/uncond --num-samples 3 --batch-size 3 ";
   ASSERT_EQ(run(base + "--respacing ddim4 --eta 0 --out " + dir_ + "/d.npz", dir_ + "/d.txt"), 0) << read_text(dir_ + "/d.txt");
@@ -221,6 +245,11 @@ TEST_F(SampleEval, DdimUnconditionalFixedClassErrors) {
       {"--guidance-scale 2 --out " + dir_ + "/x.npz", "unconditional"},
       {"--ema 0.5 --out " + dir_ + "/x.npz", "available: 0.9, 0.99"},
       {"--class 1 --out " + dir_ + "/x.npz", "unconditional"},
+      {"--sampler heun --out " + dir_ + "/x.npz", "--sampler heun: unknown; known: ancestral, ddim, euler-maruyama"},
+      {"--sampler pf-ode-heun --respacing 5 --out " + dir_ + "/x.npz", "give --steps N instead"},
+      {"--sampler dpm-solver++2m --steps 50 --out " + dir_ + "/x.npz", "--steps 50: give 1..20"},
+      {"--steps 4 --out " + dir_ + "/x.npz", "--steps: give --sampler too"},
+      {"--sampler ddim --steps 4 --respacing 5 --out " + dir_ + "/x.npz", "give one of them"},
   };
   for (const auto& b : bad) {
     EXPECT_EQ(run(base + b.args, dir_ + "/bad.txt"), 1) << b.args;

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/ema.h"
@@ -180,8 +181,16 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
   }
   const at::Tensor y = out.labels.defined() ? out.labels.to(device) : at::Tensor();
   const diffusion::ModelFn fn = req.guidance ? guided_model_fn(m.unet, y, req.guidance_scale) : model_fn(m.unet, y);
-  const bool ddim = uses_ddim(req.respacing);
   at::Tensor x = draw();  // x_T, (n, C, H, W)
+  if (is_sde_sampler(req.sampler)) {
+    diffusion::SdeSampleOptions o;
+    o.steps = req.sde_steps > 0 ? req.sde_steps : diffusion.num_timesteps();
+    o.clip_denoised = req.clip_denoised;
+    o.noise = draw;
+    out.images = diffusion::sde_sample_loop(diffusion, diffusion::parse_sde_sampler(req.sampler), fn, x, o).cpu();
+    return out;
+  }
+  const bool ddim = req.sampler == "ddim" || (req.sampler.empty() && uses_ddim(req.respacing));
   for (int64_t i = diffusion.num_timesteps() - 1; i >= 0; --i) {
     const at::Tensor t = at::full({n}, i, at::TensorOptions().dtype(at::kLong).device(device));
     const at::Tensor noise = draw();
@@ -190,6 +199,10 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
   }
   out.images = x.cpu();
   return out;
+}
+
+bool is_sde_sampler(const std::string& sampler) {
+  return !sampler.empty() && sampler != "ancestral" && sampler != "ddim";
 }
 
 std::pair<int64_t, int64_t> rank_range(int64_t count, int rank, int world_size) {

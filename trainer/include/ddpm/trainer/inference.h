@@ -53,6 +53,11 @@ at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices,
 struct SampleRequest {
   int64_t channels = 1, height = 8, width = 8;
   std::string respacing;      // "" = every step; "N", "a,b,c" or "ddimN"
+  // "" = ancestral, or DDIM when respacing is "ddimN"; "ancestral", "ddim", or a score-SDE sampler
+  // (diffusion::parse_sde_sampler: euler-maruyama, pf-ode-euler, pf-ode-heun, dpm-solver++2m),
+  // which runs sde_steps steps over the diffusion it is given (pass the unrespaced one).
+  std::string sampler;
+  int64_t sde_steps = 0;      // SDE samplers: 1..T, 0 = T
   double eta = 0.0;           // DDIM only
   bool clip_denoised = true;
   uint64_t seed = 0;
@@ -63,13 +68,16 @@ struct SampleRequest {
 
 // Samples with global indices [begin, end) as one batch: x_T and every step's noise from each
 // index's own generator (sample_generator(seed, index): label first, then x_T, then one draw per
-// step). Returns images float (n, C, H, W) in [-1, 1] and labels int64 (n) (undefined for
+// step that adds noise; the ODE samplers and DPM-Solver++ draw none after x_T). Returns images float (n, C, H, W) in [-1, 1] and labels int64 (n) (undefined for
 // unconditional models).
 struct SampleBatch {
   at::Tensor images, labels;
 };
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device);
+
+// True for a SampleRequest::sampler other than "", "ancestral" and "ddim".
+bool is_sde_sampler(const std::string& sampler);
 
 // Contiguous share of `count` items for a rank: [count * r / W, count * (r + 1) / W).
 std::pair<int64_t, int64_t> rank_range(int64_t count, int rank, int world_size);
