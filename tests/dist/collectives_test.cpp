@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "ddpm/dist/check.h"
+#include "ddpm/dist/context.h"
 #include "ddpm/dist/module_sync.h"
 #include "ddpm/dist/mpi_communicator.h"
 #include "dist/dist_test_env.h"
@@ -194,6 +195,29 @@ TEST(Check, MacroReportsLibraryStringRankAndHint) {
 }
 
 }  // namespace
+
+// GPU sharing is decided by device identity (PCI bus id), exchanged on each host: one GPU visible
+// per rank, a different one each (srun --gpus-per-task=1), is not sharing (NCCL can be used); the
+// same identity on two ranks of a host is; unknown identities fall back to the count heuristic.
+TEST(Context, SharingFollowsDeviceIdentity) {
+  const int rank = ddpm::dist::testing::context().rank;
+  const ddpm::dist::Context own = ddpm::dist::make_context(
+      MPI_COMM_WORLD, 1, [rank](int device) { return "0000:" + std::to_string(10 + rank) + ":00." + std::to_string(device); });
+  EXPECT_FALSE(own.shares_gpu);
+  EXPECT_EQ(own.cuda_device, 0);
+  const ddpm::dist::Context same =
+      ddpm::dist::make_context(MPI_COMM_WORLD, 1, [](int) { return std::string("0000:1b:00.0"); });
+  EXPECT_EQ(same.shares_gpu, same.local_size > 1);
+  const ddpm::dist::Context unknown = ddpm::dist::make_context(MPI_COMM_WORLD, 1, [](int) { return std::string(); });
+  EXPECT_EQ(unknown.shares_gpu, unknown.local_size > 1);  // more local ranks than visible GPUs
+  const ddpm::dist::Context eight = ddpm::dist::make_context(
+      MPI_COMM_WORLD, 8, [](int device) { return "0000:" + std::to_string(20 + device) + ":00.0"; });
+  EXPECT_FALSE(eight.shares_gpu);  // local rank i takes GPU i of 8
+  EXPECT_EQ(eight.cuda_device, eight.local_rank % 8);
+  const ddpm::dist::Context cpu = ddpm::dist::make_context(MPI_COMM_WORLD, 0, ddpm::dist::cuda_pci_bus_id());
+  EXPECT_FALSE(cpu.shares_gpu);
+  EXPECT_EQ(cpu.cuda_device, -1);
+}
 
 // The NCCL path on CUDA tensors (label gpu semantics: skips without a GPU, or when ranks would
 // share one GPU, which NCCL refuses).
