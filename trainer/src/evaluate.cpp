@@ -2,6 +2,8 @@
 // global image index, then the per-image sums are all-reduced in float64; see inference.h.
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "ddpm/dist/communicator.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
@@ -9,6 +11,10 @@
 namespace ddpm::trainer {
 
 namespace {
+
+// Images per network call of the bits/dim loop (timesteps batched): T calls of `batch_size`
+// images leave a GPU idle; on the CPU larger batches help a little too.
+constexpr int64_t kBpdImagesPerCall = 256;
 
 std::vector<double> to_vector(const at::Tensor& t) {
   const at::Tensor c = t.to(at::kDouble).contiguous().cpu();
@@ -35,7 +41,10 @@ BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& d
     std::vector<int64_t> idx;
     for (int64_t i = first + lo; i < first + hi; ++i) idx.push_back(i);
     const at::Tensor noise = per_sample_normal(seed, idx, {T, C, H, W}).transpose(0, 1).contiguous().to(device);
-    const diffusion::BpdTerms terms = diffusion.calc_bpd_loop(model_fn(unet), x, clip_denoised, std::nullopt, noise);
+    // Several timesteps per network call: about kBpdImagesPerCall images a forward pass.
+    const int64_t t_batch = std::clamp<int64_t>(kBpdImagesPerCall / (hi - lo), 1, T);
+    const diffusion::BpdTerms terms =
+        diffusion.calc_bpd_loop(model_fn(unet), x, clip_denoised, std::nullopt, noise, t_batch);
     sums[0].add_(static_cast<double>(hi - lo));
     sums[1].add_(terms.total_bpd.to(at::kDouble).sum().cpu());
     sums[2].add_(terms.prior_bpd.to(at::kDouble).sum().cpu());

@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
+#include <vector>
 
 #include "ddpm/model/diffusion/gaussian_diffusion.h"
 #include "ddpm/ops/gaussian.h"
@@ -85,22 +87,37 @@ at::Tensor GaussianDiffusion::prior_bpd(const at::Tensor& x_start) const {
 }
 
 BpdTerms GaussianDiffusion::calc_bpd_loop(const ModelFn& model, const at::Tensor& x_start, bool clip_denoised,
-                                          std::optional<at::Generator> generator, const at::Tensor& noise) const {
+                                          std::optional<at::Generator> generator, const at::Tensor& noise,
+                                          int64_t t_batch) const {
   const int64_t T = num_timesteps(), N = x_start.size(0);
+  TORCH_CHECK(t_batch >= 1, "calc_bpd_loop: t_batch must be >= 1, got ", t_batch);
   if (noise.defined()) {
     TORCH_CHECK(noise.dim() == x_start.dim() + 1 && noise.size(0) == T && noise.sizes().slice(1) == x_start.sizes(),
                 "calc_bpd_loop: noise must be (T = ", T, ", ", x_start.sizes(), "), got ", noise.sizes());
   }
   std::vector<at::Tensor> vb(T), xstart_mse(T), mse(T);
-  for (int64_t i = T - 1; i >= 0; --i) {
-    const at::Tensor t = batch_of(i, N, x_start.device());
-    const at::Tensor eps = noise.defined() ? noise[i].to(x_start.options())
-                                           : at::randn(x_start.sizes(), generator, x_start.options());
-    const at::Tensor x_t = q_sample(x_start, t, eps);
-    const VbTerms out = vb_terms_bpd_from_output(call_model(model, x_t, t), x_start, x_t, t, clip_denoised);
-    vb[i] = out.output;
-    xstart_mse[i] = ops::mean_flat((out.pred_xstart - x_start).pow(2));
-    mse[i] = ops::mean_flat((predict_eps_from_xstart(x_t, t, out.pred_xstart) - eps).pow(2));
+  for (int64_t hi = T - 1; hi >= 0; hi -= t_batch) {
+    const int64_t lo = std::max<int64_t>(0, hi - t_batch + 1), K = hi - lo + 1;  // steps hi, hi-1, ..., lo
+    std::vector<at::Tensor> eps_k;
+    for (int64_t i = hi; i >= lo; --i) {  // drawn in the order of the one-step loop: same generator stream
+      eps_k.push_back(noise.defined() ? noise[i].to(x_start.options())
+                                      : at::randn(x_start.sizes(), generator, x_start.options()));
+    }
+    const at::Tensor eps = at::cat(eps_k, 0);                          // (K N, C, H, W), step hi first
+    std::vector<int64_t> reps(x_start.dim(), 1);
+    reps[0] = K;
+    const at::Tensor x0 = K == 1 ? x_start : x_start.repeat(reps);  // (K N, C, H, W)
+    const at::Tensor t = at::arange(hi, lo - 1, -1, at::TensorOptions().dtype(at::kLong).device(x_start.device()))
+                             .repeat_interleave(N);                   // (K N)
+    const at::Tensor x_t = q_sample(x0, t, eps);
+    const VbTerms out = vb_terms_bpd_from_output(call_model(model, x_t, t), x0, x_t, t, clip_denoised);
+    const at::Tensor xs_mse = ops::mean_flat((out.pred_xstart - x0).pow(2));
+    const at::Tensor e_mse = ops::mean_flat((predict_eps_from_xstart(x_t, t, out.pred_xstart) - eps).pow(2));
+    for (int64_t k = 0; k < K; ++k) {
+      vb[hi - k] = out.output.narrow(0, k * N, N);
+      xstart_mse[hi - k] = xs_mse.narrow(0, k * N, N);
+      mse[hi - k] = e_mse.narrow(0, k * N, N);
+    }
   }
   BpdTerms r;
   r.vb = at::stack(vb, 1);  // (N, T)

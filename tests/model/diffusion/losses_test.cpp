@@ -1,6 +1,7 @@
 // Training losses for every loss x mean x variance type from a fixed network output and fixed
 // noise, the stop-gradient of the hybrid loss, and bits/dim on a tiny case, against
 // tests/reference/diffusion_reference.py.
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
@@ -121,6 +122,28 @@ TEST_F(Losses, BitsPerDimOnATinyCase) {
   EXPECT_TRUE(tensors_near(b.vb, r("bpd.vb"), kRtol64, kAtol64, "vb (N, T)"));
   EXPECT_TRUE(tensors_near(b.xstart_mse, r("bpd.xstart_mse"), kRtol64, kAtol64, "xstart_mse (N, T)"));
   EXPECT_TRUE(tensors_near(b.mse, r("bpd.mse"), kRtol64, kAtol64, "mse (N, T)"));
+}
+
+// Several timesteps per network call (t_batch) give the same terms: against the golden values with
+// given noise (3 does not divide T = 8; 8 is one call), and bit for bit the one-step loop's
+// terms with noise drawn from a generator (the draws keep the one-step loop's order).
+TEST_F(Losses, BitsPerDimWithSeveralTimestepsPerCall) {
+  const GaussianDiffusion d(get_named_beta_schedule("cosine", 8), ModelMeanType::kEpsilon,
+                            ModelVarType::kLearnedRange, LossType::kRescaledMse);
+  for (int64_t k : {3, 8}) {
+    const BpdTerms b = d.calc_bpd_loop(bpd_model, r("bpd.x_start"), true, std::nullopt, r("bpd.noise"), k);
+    const std::string l = "t_batch " + std::to_string(k) + ": ";
+    EXPECT_TRUE(tensors_near(b.total_bpd, r("bpd.total_bpd"), kRtol64, kAtol64, l + "total_bpd"));
+    EXPECT_TRUE(tensors_near(b.vb, r("bpd.vb"), kRtol64, kAtol64, l + "vb (N, T)"));
+    EXPECT_TRUE(tensors_near(b.xstart_mse, r("bpd.xstart_mse"), kRtol64, kAtol64, l + "xstart_mse (N, T)"));
+    EXPECT_TRUE(tensors_near(b.mse, r("bpd.mse"), kRtol64, kAtol64, l + "mse (N, T)"));
+  }
+  const at::Tensor x = r("bpd.x_start");
+  at::Generator g1 = at::make_generator<at::CPUGeneratorImpl>(5), g3 = at::make_generator<at::CPUGeneratorImpl>(5);
+  const BpdTerms one = d.calc_bpd_loop(bpd_model, x, true, g1, {}, 1);
+  const BpdTerms three = d.calc_bpd_loop(bpd_model, x, true, g3, {}, 3);
+  EXPECT_TRUE(tensors_near(three.vb, one.vb, 0, 0, "drawn noise, t_batch 3 vs 1: vb (N, T)"));
+  EXPECT_TRUE(tensors_near(three.total_bpd, one.total_bpd, 0, 0, "drawn noise, t_batch 3 vs 1: total_bpd"));
 }
 
 }  // namespace

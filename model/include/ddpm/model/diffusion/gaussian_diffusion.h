@@ -146,9 +146,11 @@ class GaussianDiffusion {
   // KL(q(x_T | x_0) || N(0, I)) in bits/dim, (N).
   at::Tensor prior_bpd(const at::Tensor& x_start) const;
   // noise: (T, N, C, H, W) with noise[t] used at step t, or undefined to draw it from generator.
+  // t_batch > 1 evaluates that many timesteps in one network call (a batch of t_batch * N): the
+  // same terms up to the network's floating-point batch effects, T / t_batch calls instead of T.
   BpdTerms calc_bpd_loop(const ModelFn& model, const at::Tensor& x_start, bool clip_denoised,
                          std::optional<at::Generator> generator = std::nullopt,
-                         const at::Tensor& noise = {}) const;
+                         const at::Tensor& noise = {}, int64_t t_batch = 1) const;
 
   // --- sampling (sampling.cpp); noise undefined = drawn from the generator ---
   // x_{t-1} ~ p(x_{t-1} | x_t), no noise added where t == 0.
