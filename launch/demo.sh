@@ -6,7 +6,7 @@
 # (--resume auto); DDPM_DEMO_FRESH=1 starts over. Extra arguments go to ddpm_train.
 #   DDPM_DEMO_DIR    where data and the run go (default: runs/ in the repository)
 #   DDPM_DEMO_NP     ranks (default 2)        DDPM_DEMO_STEPS   optimizer steps (default 1000)
-#   DDPM_DEMO_FID=0  no FID                   DDPM_DEMO_FID_SAMPLES / _SAMPLING  (default 1000 / ddim25)
+#   DDPM_DEMO_FID=0  no FID                   DDPM_DEMO_FID_SAMPLES / _SAMPLING  (default 1000 / 25)
 #   DDPM_DEMO_SETUP=0  skip launch/setup.sh (build/bin/ddpm_train and ddpm_prepare must exist)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -19,7 +19,7 @@ DATA="$DEMO_DIR/fmnist-train.h5"
 TEST="$DEMO_DIR/fmnist-test.h5"
 NET="$DEMO_DIR/fmnist_net.pt"
 FID_SAMPLES="${DDPM_DEMO_FID_SAMPLES:-1000}"
-FID_SAMPLING="${DDPM_DEMO_FID_SAMPLING:-ddim25}"
+FID_SAMPLING="${DDPM_DEMO_FID_SAMPLING:-25}"
 RUN="$DEMO_DIR/fmnist-demo"
 BIN="$DDPM_BUILD_DIR/bin"
 mkdir -p "$DEMO_DIR"

@@ -72,6 +72,14 @@ TEST(Config, PresetsSetTheirDiffusionAndModel) {
   EXPECT_EQ(demo.model, "fmnist-small");
   EXPECT_EQ(demo.schedule, "cosine");
   EXPECT_EQ(demo.diffusion_steps, 1000);
+  EXPECT_EQ(demo.mean_type, "eps");                 // the hybrid recipe: learned sigmas,
+  EXPECT_EQ(demo.var_type, "learned-range");        // L_simple + 0.001 L_vlb (T = 1000)
+  EXPECT_EQ(demo.loss_type, "rescaled-mse");
+  EXPECT_EQ(demo.timestep_sampler, "uniform");
+  EXPECT_EQ(demo.sample_respacing, "25");           // few ancestral steps
+  EXPECT_EQ(demo.fid_sampling, "25");
+  EXPECT_EQ(demo.global_batch, 32);
+  EXPECT_EQ(demo.max_steps, 1000);
   EXPECT_EQ(demo.preset, "fmnist-demo");
   for (const auto& name : preset_names()) EXPECT_NO_THROW(validate(parse_ok(with_base({"--preset", name}))));
 }
