@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
 
@@ -203,6 +204,17 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
 
 bool is_sde_sampler(const std::string& sampler) {
   return !sampler.empty() && sampler != "ancestral" && sampler != "ddim";
+}
+
+IndexSampler index_sampler(model::UNet& unet, const TrainConfig& config, const SampleRequest& req,
+                           const c10::Device& device) {
+  auto m = std::make_shared<LoadedModel>();  // sample_indices' view of the network
+  m->config = config;
+  m->unet = unet;
+  auto spaced = std::make_shared<const diffusion::GaussianDiffusion>(make_diffusion(config, req.respacing));
+  return [m, spaced, req, device](int64_t begin, int64_t end) {
+    return sample_indices(*m, *spaced, req, begin, end, device).images;
+  };
 }
 
 std::pair<int64_t, int64_t> rank_range(int64_t count, int rank, int world_size) {

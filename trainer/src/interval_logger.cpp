@@ -142,9 +142,14 @@ void IntervalLogger::log_interval(const RunPosition& at, const at::Tensor& waits
   interval_ = IntervalStats{};
   if (rank_ != 0) return;
   const double wall = seconds_since(s.start) - s.paused;  // evaluations are not training
-  const Means m{mean_or_nan(s.loss, s.samples), mean_or_nan(s.mse, s.samples), mean_or_nan(s.vb, s.samples),
-                mean_or_nan(s.grad_norm, std::max<int64_t>(1, s.steps)),
-                wall > 0 ? static_cast<double>(s.images) / wall : 0.0};
+  Means m{mean_or_nan(s.loss, s.samples), mean_or_nan(s.mse, s.samples), mean_or_nan(s.vb, s.samples),
+          mean_or_nan(s.grad_norm, std::max<int64_t>(1, s.steps)),
+          wall > 0 ? static_cast<double>(s.images) / wall : 0.0, {}, {}, {}};
+  for (int q = 0; q < 4; ++q) {
+    m.loss_q[q] = mean_or_nan(s.q_loss[q], s.q_count[q]);
+    m.mse_q[q] = std::isfinite(m.mse) ? mean_or_nan(s.q_mse[q], s.q_count[q]) : NAN;
+    m.vb_q[q] = std::isfinite(m.vb) ? mean_or_nan(s.q_vb[q], s.q_count[q]) : NAN;
+  }
   write_line(s, m, at);
   if (metrics_) export_metrics(s, m, at, waits);
 }
@@ -158,10 +163,10 @@ void IntervalLogger::write_line(const IntervalStats& s, const Means& m, const Ru
                                 {"loss", m.loss}, {"mse", m.mse}, {"vb", m.vb}};
   for (int q = 0; q < 4; ++q) {
     const std::string k = std::to_string(q);
-    rec["loss_q" + k] = mean_or_nan(s.q_loss[q], s.q_count[q]);
-    rec["mse_q" + k] = std::isfinite(m.mse) ? mean_or_nan(s.q_mse[q], s.q_count[q]) : NAN;
-    rec["vb_q" + k] = std::isfinite(m.vb) ? mean_or_nan(s.q_vb[q], s.q_count[q]) : NAN;
-    line += " q" + k + " " + f4(rec["loss_q" + k].get<double>());
+    rec["loss_q" + k] = m.loss_q[q];
+    rec["mse_q" + k] = m.mse_q[q];
+    rec["vb_q" + k] = m.vb_q[q];
+    line += " q" + k + " " + f4(m.loss_q[q]);
   }
   line += " | grad " + format_number("%.3f", m.grad_norm) + " | lr " + format_number("%.2e", at.lr) + " | " +
           format_number("%.1f", m.images_per_second) + " img/s |";
@@ -184,11 +189,7 @@ void IntervalLogger::write_line(const IntervalStats& s, const Means& m, const Ru
 
 void IntervalLogger::export_metrics(const IntervalStats& s, const Means& m, const RunPosition& at,
                                     const at::Tensor& waits) {
-  for (int q = 0; q < 4; ++q) {
-    const double n = mean_or_nan(s.q_loss[q], s.q_count[q]);
-    metrics_->set_loss_quartile(q, n, std::isfinite(m.mse) ? mean_or_nan(s.q_mse[q], s.q_count[q]) : NAN,
-                                std::isfinite(m.vb) ? mean_or_nan(s.q_vb[q], s.q_count[q]) : NAN);
-  }
+  for (int q = 0; q < 4; ++q) metrics_->set_loss_quartile(q, m.loss_q[q], m.mse_q[q], m.vb_q[q]);
   metrics_->set_loss_terms(m.loss, m.mse, m.vb);
   metrics_->add_steps(static_cast<uint64_t>(s.steps));
   metrics_->add_images(static_cast<uint64_t>(s.images));

@@ -73,8 +73,9 @@ class IntervalLogger {
   void finish(int exit_code);  // the final push of ddpm_exit_status
 
  private:
-  struct Means {
+  struct Means {  // of one interval; NaN where a loss type has no such term
     double loss, mse, vb, grad_norm, images_per_second;
+    std::array<double, 4> loss_q, mse_q, vb_q;  // by quartile of t
   };
   void write_line(const IntervalStats& s, const Means& m, const RunPosition& at);
   void export_metrics(const IntervalStats& s, const Means& m, const RunPosition& at, const at::Tensor& waits);

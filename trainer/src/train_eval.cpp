@@ -78,20 +78,15 @@ model::UNet Trainer::ema_network() const {
 
 void Trainer::write_sample_grid() {
   EvaluationScope scope(logger_);
-  LoadedModel m;
-  m.config = config_;
-  m.unet = ema_network();
-  m.step = step_;
-  m.ema_rate = ema_->rates()[0];
+  model::UNet net = ema_network();
   SampleRequest req;
   req.channels = image_chw_[0], req.height = image_chw_[1], req.width = image_chw_[2];
   req.respacing = config_.sample_respacing;
   req.seed = static_cast<uint64_t>(config_.sample_seed);
-  const diffusion::GaussianDiffusion spaced = make_diffusion(config_, config_.sample_respacing);
   const int64_t count = config_.sample_count;
   const auto [begin, end] = rank_range(count, rank_, world_);
-  const SampleBatch mine = sample_indices(m, spaced, req, begin, end, device_);  // (n, C, H, W) in [-1, 1]
-  std::vector<at::Tensor> parts = comm_.all_gather_v(to_comm(mine.images));
+  const at::Tensor mine = index_sampler(net, config_, req, device_)(begin, end);  // (n, C, H, W) in [-1, 1]
+  std::vector<at::Tensor> parts = comm_.all_gather_v(to_comm(mine));
   if (rank_ != 0) return;
   for (auto& p : parts) p = p.cpu();
   char name[64];

@@ -76,6 +76,14 @@ struct SampleBatch {
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device);
 
+// A network and its run's config as a function of global sample indices: [begin, end) ->
+// images float (n, C, H, W) in [-1, 1] on the CPU, drawn by sample_indices with `req` (its
+// respacing builds the diffusion once). The grids of training and every FID of a model use it.
+// `unet` is held by reference.
+using IndexSampler = std::function<at::Tensor(int64_t begin, int64_t end)>;
+IndexSampler index_sampler(model::UNet& unet, const TrainConfig& config, const SampleRequest& req,
+                           const c10::Device& device);
+
 // True for a SampleRequest::sampler other than "", "ancestral" and "ddim".
 bool is_sde_sampler(const std::string& sampler);
 
