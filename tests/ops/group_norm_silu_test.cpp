@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAFunctions.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -157,6 +158,27 @@ TEST(GroupNormSiluCpu, SupportAndErrors) {
   EXPECT_THROW(ddpm::ops::group_norm_silu_fused(x, g, b, s, {}, args), c10::Error);           // shift missing
   EXPECT_THROW(ddpm::ops::group_norm_silu_reference(x, g, b, at::zeros({2, 32}), s, args), c10::Error);
   EXPECT_THROW(ddpm::ops::group_norm_silu_fused(x.to(at::kInt), g, b, {}, {}, args), c10::Error);
+}
+
+// The CPU loop against the plain chain, forward + backward, min of 9 alternating runs (prints;
+// the U-Net keeps the plain chain on the CPU). Disabled in the suite:
+// --gtest_also_run_disabled_tests --gtest_filter='*PrintCpuTimes'.
+TEST(GroupNormSiluCpu, DISABLED_PrintCpuTimes) {
+  for (const bool ss : {false, true}) {
+    const Case k{32, 64, 16, 16, 32, ss, false};
+    const Inputs in = make_inputs(k, at::kFloat, at::kCPU, 8);
+    double best[2] = {1e30, 1e30};
+    for (int i = 0; i < 9; ++i) {
+      for (int p = 0; p < 2; ++p) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run(in, k.groups, p ? PathFn(ddpm::ops::group_norm_silu_fused) : PathFn(ddpm::ops::group_norm_silu_reference));
+        best[p] = std::min(best[p],
+                           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+    }
+    std::printf("[time] group_norm_silu cpu %s float32: plain %.2f ms, fused loop %.2f ms forward+backward\n",
+                k.name().c_str(), best[0], best[1]);
+  }
 }
 
 // ---- CUDA (label gpu) ---------------------------------------------------------------------

@@ -6,7 +6,9 @@
 #include <ATen/autocast_mode.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -131,6 +133,15 @@ std::pair<UNet, UNet> pair_of(UNetOptions o, Vary vary, at::ScalarType dtype, at
   return {a, b};
 }
 
+// CPU training is deterministic (README): SDPA's forward and backward too.
+TEST(UNetAttention, SdpaIsDeterministicOnCpu) {
+  UNet net(small());
+  randomise(net, 9);
+  const Inputs in = inputs(small(), at::kFloat, at::kCPU);
+  expect_same(forward_backward(net, in.x, in.t, in.g), forward_backward(net, in.x, in.t, in.g), 0, 0,
+              "sdpa twice on the cpu");
+}
+
 // bf16 autocast: the fast path and the plain path against the plain path in float32 (relative L2,
 // see worst_rel_l2): the fast path within 5% (bf16 keeps 8 bits; the plain path lands near 2% on
 // the CPU) and no worse than the plain one (+10%, +1e-3).
@@ -174,6 +185,41 @@ TEST(UNetAttention, SdpaNoWorseThanExplicitUnderBf16Autocast) {
     expect_bf16_no_worse(sdpa, expl, inputs(o, at::kFloat, at::kCPU),
                          std::string("cpu sdpa vs explicit ") + (new_order ? "new order" : "legacy order"));
   }
+}
+
+// CPU time of forward + backward, explicit against SDPA, the two alternating, the minimum of 9
+// runs each (the minimum resists other jobs on the machine): one AttentionBlock at 16x16 (T = 256,
+// 128 channels, 4 heads, batch 8) and the whole small U-Net (batch 8). Prints; asserts nothing.
+// Disabled in the suite (about 20 s): --gtest_also_run_disabled_tests --gtest_filter='*PrintCpuTimes'.
+TEST(UNetAttention, DISABLED_PrintCpuTimes) {
+  auto print_min_ms = [](const std::string& what, const std::function<void()>& expl,
+                         const std::function<void()>& sdpa) {
+    double best[2] = {1e30, 1e30};
+    for (int i = 0; i < 9; ++i) {
+      for (int k = 0; k < 2; ++k) {
+        const auto t0 = std::chrono::steady_clock::now();
+        (k ? sdpa : expl)();
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        best[k] = std::min(best[k], ms);
+      }
+    }
+    std::printf("[time] %s forward+backward: explicit %.1f ms, sdpa %.1f ms (x%.2f)\n", what.c_str(), best[0], best[1],
+                best[0] / best[1]);
+  };
+  at::manual_seed(3);
+  const at::Tensor x = at::randn({8, 128, 16, 16}).requires_grad_(true);
+  std::shared_ptr<ddpm::model::AttentionBlock> blocks[2];
+  for (const bool sdpa : {false, true}) {
+    ddpm::model::AttentionOptions ao{128, 4};
+    ao.sdpa = sdpa;
+    blocks[sdpa] = std::make_shared<ddpm::model::AttentionBlock>(ao);
+  }
+  print_min_ms("AttentionBlock 8x128x16x16, 4 heads", [&] { blocks[0]->forward(x, {}).square().sum().backward(); },
+               [&] { blocks[1]->forward(x, {}).square().sum().backward(); });
+  auto [sdpa, expl] = pair_of(small(), [](UNetOptions& v) { v.sdpa_attention = false; }, at::kFloat, at::kCPU);
+  const Inputs in = inputs(small(), at::kFloat, at::kCPU, 8);
+  print_min_ms("U-Net tiny + attention at 16 and 8, batch 8", [&, &e = expl] { forward_backward(e, in.x, in.t, in.g); },
+               [&, &s = sdpa] { forward_backward(s, in.x, in.t, in.g); });
 }
 
 // The new order with qkv rows [q; k; v] x heads equals the legacy order with the same rows
