@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import resource
 import sys
 import time
 
@@ -156,6 +157,8 @@ class EagerStep:
         with open(os.path.join(folder, "config.json")) as f:
             meta = json.load(f)
         self.cfg, self.device = meta["train"], device
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as the trainer: fixed shapes, let cuDNN pick
         self.net = UNet(**unet_kwargs(meta["unet"]))
         self.net.load_state_dict(torch.load(os.path.join(folder, "weights.pt")), strict=True)
         self.net.to(device)
@@ -236,12 +239,14 @@ class EagerStep:
             self.step(t, torch.randn_like(self.x), w)
 
     def time(self, n):
+        """Seconds for n steps and the page faults of the process during them."""
         self.net.train()
         self.sync()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = time.perf_counter()
         self.steps_(n)
         self.sync()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
     def profile(self, n, path):
         """n steps under torch.profiler (CPU ops, CUDA kernels on a GPU), saved as a Chrome trace."""

@@ -16,7 +16,8 @@
 // one per line, each answered by one JSON line on stdout (everything else goes to stderr):
 //   check    the check step in eval mode (no dropout) on inputs.pt: loss1 from the initial
 //            weights, one full step, loss2 on the same inputs after it; grad_norm before clipping
-//   time N   N training steps (train mode, fresh t and noise each), synchronised: {"seconds": s}
+//   time N   N training steps (train mode, fresh t and noise each), synchronised:
+//            {"seconds": s, "minor_faults": page faults of the process during them}
 //   profile N PATH   N such steps under torch's profiler (CPU ops, and CUDA kernels on a GPU),
 //            written to PATH as a Chrome trace: {"trace": PATH}
 //   quit
@@ -27,6 +28,8 @@
 #include <ATen/Context.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/torch.h>
+
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -48,6 +51,7 @@
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
+#include "ddpm/trainer/host_memory.h"
 #include "ddpm/trainer/optimizer_step.h"
 
 namespace {
@@ -56,7 +60,7 @@ using Clock = std::chrono::steady_clock;
 using ddpm::trainer::Json;
 
 struct Args {
-  std::string preset = "tiny", device = "cpu", precision = "fp32", dir;
+  std::string preset = "tiny", device = "cpu", precision = "fp32", dir, malloc = "retain";
   std::vector<std::string> sets;
   int64_t batch = 32, threads = 2, size = 0, seed = 0;
 };
@@ -99,6 +103,12 @@ Json unet_json(const ddpm::model::UNetOptions& o) {
               {"resblock_updown", o.resblock_updown},
               {"learn_sigma", o.learn_sigma},
               {"image_size", o.image_size}};
+}
+
+long minor_faults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
 }
 
 // RAII autocast on CUDA for bf16/fp16, as the trainer's step (nothing for fp32 or on the CPU).
@@ -189,10 +199,13 @@ class StepBench {
   Json time(int64_t n) {
     unet_->train();
     sync();
+    const long faults0 = minor_faults();
     const auto t0 = Clock::now();
     steps(n);
     sync();
-    return Json{{"seconds", std::chrono::duration<double>(Clock::now() - t0).count()}, {"steps", n}};
+    return Json{{"seconds", std::chrono::duration<double>(Clock::now() - t0).count()},
+                {"steps", n},
+                {"minor_faults", minor_faults() - faults0}};
   }
 
   Json profile(int64_t n, const std::string& path) {
@@ -275,8 +288,11 @@ int main(int argc, char** argv) {
   app.add_option("--precision", a.precision, "fp32, or bf16 (autocast, CUDA only)")->capture_default_str();
   app.add_option("--seed", a.seed, "seed of the weights and of the check step's inputs")->capture_default_str();
   app.add_option("--dir", a.dir, "folder for config.json, weights.pt, inputs.pt")->required();
+  app.add_option("--malloc", a.malloc, "retain: ddpm_train's host allocator setting (retain_freed_host_memory); "
+                 "default: glibc's defaults")->check(CLI::IsMember({"retain", "default"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
+    if (a.malloc == "retain") ddpm::trainer::retain_freed_host_memory();  // as ddpm_train
     at::set_num_threads(static_cast<int>(a.threads));
     if (a.device.rfind("cuda", 0) == 0 && !at::hasCUDA()) {
       throw std::invalid_argument("--device " + a.device + ": no CUDA device on this machine (at::hasCUDA() is false); "

@@ -94,7 +94,7 @@ def compare(cpp, eager, tol):
 def bench(preset, args, device, folder):
     batch = args.batch or (128 if device.type == "cuda" else CPU_BATCH[preset])
     cpp_args = ["--preset", preset, "--batch", str(batch), "--device", args.device, "--precision", args.precision,
-                "--threads", str(args.threads), "--seed", str(args.seed), "--dir", folder]
+                "--threads", str(args.threads), "--seed", str(args.seed), "--dir", folder, "--malloc", args.malloc]
     for kv in args.set:
         cpp_args += ["--set", kv]
     cpp = CppStep(args.binary, cpp_args)
@@ -128,11 +128,22 @@ def bench(preset, args, device, folder):
         row["flop_counted"] = eager.train_flop_per_image()
         cpp.ask(f"time {args.warmup}")
         eager.time(args.warmup)
-        cpp_s, eager_s = [], []
+        cpp_s, eager_s, faults = [], [], {"cpp": 0, "eager": 0}
+
+        def run_cpp():
+            reply = cpp.ask(f"time {args.steps}")
+            return reply["seconds"], reply["minor_faults"]
+
         for r in range(args.rounds):
-            sides = [("cpp", lambda: cpp.ask(f"time {args.steps}")["seconds"]), ("eager", lambda: eager.time(args.steps))]
+            sides = [("cpp", run_cpp), ("eager", lambda: eager.time(args.steps))]
             for name, run in sides if r % 2 == 0 else sides[::-1]:
-                (cpp_s if name == "cpp" else eager_s).append(run())
+                seconds, f = run()
+                (cpp_s if name == "cpp" else eager_s).append(seconds)
+                faults[name] += f
+        steps = args.rounds * args.steps
+        print(f"[time] {preset}: median round {statistics.median(cpp_s):.3f} s C++, {statistics.median(eager_s):.3f} s "
+              f"eager; page faults per step {faults['cpp'] / steps:.0f} C++, {faults['eager'] / steps:.0f} eager",
+              flush=True)
         n = batch * args.steps
         row.update(cpp_ips=n / statistics.median(cpp_s), eager_ips=n / statistics.median(eager_s),
                    cpp_range=(n / max(cpp_s), n / min(cpp_s)), eager_range=(n / max(eager_s), n / min(eager_s)))
@@ -178,10 +189,12 @@ def main():
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="intra-op CPU threads of both sides (default: the CPUs this process may use)")
     ap.add_argument("--warmup", type=int, default=0, help="untimed steps per side (default 2 on the CPU, 20 on CUDA)")
-    ap.add_argument("--steps", type=int, default=0, help="timed steps per round (default 3 on the CPU, 50 on CUDA)")
+    ap.add_argument("--steps", type=int, default=0, help="timed steps per round (default 10 on the CPU, 50 on CUDA)")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per side, alternating (default 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], help="TrainConfig key=value for both sides (repeat)")
+    ap.add_argument("--malloc", default="retain", choices=["retain", "default"], help="the C++ side's host "
+                    "allocator: retain (as ddpm_train: freed memory kept for the next step) or glibc's default")
     ap.add_argument("--no-ddp", action="store_true", help="eager without DistributedDataParallel (no all-reduce)")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="the device's dense bf16 peak for the MFU "
                     "(default: by name; H100 SXM 989, H200 989)")
@@ -204,7 +217,7 @@ def main():
         raise SystemExit(f"vs_eager: {args.binary} not found; build it: cmake --build {args.build} --target ddpm_bench_step")
     cuda = device.type == "cuda"
     args.warmup = args.warmup or (20 if cuda else 2)
-    args.steps = args.steps or (50 if cuda else 3)
+    args.steps = args.steps or (50 if cuda else 10)
     presets = args.preset or (GPU_PRESETS if cuda else CPU_PRESETS)
     torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(device) if cuda else f"CPU, {args.threads} threads"
