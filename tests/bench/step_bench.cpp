@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "ddpm/dist/communicator.h"
+#include "ddpm/dist/context.h"
 #include "ddpm/dist/gradient_reducer.h"
 #include "ddpm/model/diffusion/gaussian_diffusion.h"
 #include "ddpm/model/diffusion/timestep_sampler.h"
@@ -60,7 +61,7 @@ using Clock = std::chrono::steady_clock;
 using ddpm::trainer::Json;
 
 struct Args {
-  std::string preset = "tiny", device = "cpu", precision = "fp32", dir, malloc = "retain";
+  std::string preset = "tiny", device = "cpu", precision = "fp32", dir, malloc = "retain", comm = "auto";
   std::vector<std::string> sets;
   int64_t batch = 32, threads = 2, size = 0, seed = 0;
 };
@@ -134,7 +135,7 @@ class Autocast {
 
 class StepBench {
  public:
-  explicit StepBench(const Args& a) : config_(recipe(a)), device_(a.device) {
+  StepBench(const Args& a, ddpm::dist::Communicator& comm) : config_(recipe(a)), device_(a.device), comm_(comm) {
     if (device_.is_cuda()) {
       at::globalContext().setBenchmarkCuDNN(true);  // as the trainer
       if (config_.precision == "bf16") autocast_ = at::kBFloat16;
@@ -256,6 +257,7 @@ class StepBench {
 
   ddpm::trainer::TrainConfig config_;
   c10::Device device_;
+  ddpm::dist::Communicator& comm_;
   std::optional<at::ScalarType> autocast_;
   int64_t size_ = 0, step_ = 0;
   ddpm::model::UNet unet_{nullptr};
@@ -265,7 +267,6 @@ class StepBench {
   std::unique_ptr<ddpm::diffusion::TimestepSampler> sampler_;
   std::unique_ptr<ddpm::trainer::OptimizerStep> optimizer_;
   std::unique_ptr<ddpm::trainer::EmaSet> ema_;
-  ddpm::dist::SingleProcessCommunicator comm_;
   std::unique_ptr<ddpm::dist::GradientReducer> reducer_;
   at::Tensor x_, check_t_, check_noise_;
 };
@@ -288,6 +289,8 @@ int main(int argc, char** argv) {
   app.add_option("--precision", a.precision, "fp32, or bf16 (autocast, CUDA only)")->capture_default_str();
   app.add_option("--seed", a.seed, "seed of the weights and of the check step's inputs")->capture_default_str();
   app.add_option("--dir", a.dir, "folder for config.json, weights.pt, inputs.pt")->required();
+  app.add_option("--comm", a.comm, "communicator of the 1-rank all-reduce: auto (as ddpm_train: NCCL on a GPU, "
+                 "single-process on the CPU), single, nccl, mpi")->capture_default_str();
   app.add_option("--malloc", a.malloc, "retain: ddpm_train's host allocator setting (retain_freed_host_memory); "
                  "default: glibc's defaults")->check(CLI::IsMember({"retain", "default"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -298,8 +301,14 @@ int main(int argc, char** argv) {
       throw std::invalid_argument("--device " + a.device + ": no CUDA device on this machine (at::hasCUDA() is false); "
                                   "run the GPU mode on a GPU machine or use --device cpu");
     }
-    StepBench bench(a);
-    answer(bench.ready());
+    ddpm::dist::MpiRuntime mpi(&argc, &argv);  // a singleton world of 1 rank, as a plain ddpm_train run
+    const bool cpu = a.device.rfind("cuda", 0) != 0;
+    const std::unique_ptr<ddpm::dist::Communicator> comm = ddpm::dist::make_communicator(
+        mpi.context(), ddpm::dist::parse_backend(a.comm == "auto" && cpu ? "single" : a.comm));
+    StepBench bench(a, *comm);
+    Json ready = bench.ready();
+    ready["comm"] = comm->backend();
+    answer(ready);
     std::string line;
     while (std::getline(std::cin, line)) {
       if (line == "quit") break;

@@ -94,7 +94,8 @@ def compare(cpp, eager, tol):
 def bench(preset, args, device, folder):
     batch = args.batch or (128 if device.type == "cuda" else CPU_BATCH[preset])
     cpp_args = ["--preset", preset, "--batch", str(batch), "--device", args.device, "--precision", args.precision,
-                "--threads", str(args.threads), "--seed", str(args.seed), "--dir", folder, "--malloc", args.malloc]
+                "--threads", str(args.threads), "--seed", str(args.seed), "--dir", folder, "--malloc", args.malloc,
+                "--comm", args.cpp_comm]
     for kv in args.set:
         cpp_args += ["--set", kv]
     cpp = CppStep(args.binary, cpp_args)
@@ -111,7 +112,7 @@ def bench(preset, args, device, folder):
               f"{worst:.3g} ({which}), tolerance {tol:g}: {'ok' if ok else 'FAILED'}", flush=True)
         row = dict(preset=preset, batch=batch, params=cpp.info["params"], size=json.load(
             open(os.path.join(folder, "config.json")))["image_size"], check_ok=ok, check_worst=worst,
-            loss_type=cpp.info["loss_type"], var_type=cpp.info["var_type"])
+            loss_type=cpp.info["loss_type"], var_type=cpp.info["var_type"], comm=cpp.info["comm"])
         if args.check_only:
             return row
         if args.profile:
@@ -141,7 +142,7 @@ def bench(preset, args, device, folder):
                 (cpp_s if name == "cpp" else eager_s).append(seconds)
                 faults[name] += f
         steps = args.rounds * args.steps
-        print(f"[time] {preset}: median round {statistics.median(cpp_s):.3f} s C++, {statistics.median(eager_s):.3f} s "
+        print(f"[time] {preset}: C++ all-reduce over '{cpp.info['comm']}'; median round {statistics.median(cpp_s):.3f} s C++, {statistics.median(eager_s):.3f} s "
               f"eager; page faults per step {faults['cpp'] / steps:.0f} C++, {faults['eager'] / steps:.0f} eager",
               flush=True)
         n = batch * args.steps
@@ -193,6 +194,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds per side, alternating (default 5)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], help="TrainConfig key=value for both sides (repeat)")
+    ap.add_argument("--cpp-comm", default="auto", choices=["auto", "single", "nccl", "mpi"], help="the C++ side's "
+                    "communicator for the 1-rank all-reduce (auto: as ddpm_train, NCCL on a GPU, single-process on the CPU)")
     ap.add_argument("--malloc", default="retain", choices=["retain", "default"], help="the C++ side's host "
                     "allocator: retain (as ddpm_train: freed memory kept for the next step) or glibc's default")
     ap.add_argument("--no-ddp", action="store_true", help="eager without DistributedDataParallel (no all-reduce)")
