@@ -17,7 +17,8 @@
 //   check    the check step in eval mode (no dropout) on inputs.pt: loss1 from the initial
 //            weights, one full step, loss2 on the same inputs after it; grad_norm before clipping
 //   time N   N training steps (train mode, fresh t and noise each), synchronised:
-//            {"seconds": s, "minor_faults": page faults of the process during them}
+//            {"seconds": s, "cpu_seconds": CPU time of the process (all threads),
+//             "minor_faults": page faults of the process during them}
 //   profile N PATH   N such steps under torch's profiler (CPU ops, and CUDA kernels on a GPU),
 //            written to PATH as a Chrome trace: {"trace": PATH}
 //   quit
@@ -30,6 +31,7 @@
 #include <torch/torch.h>
 
 #include <sys/resource.h>
+#include <time.h>
 
 #include <chrono>
 #include <cstdio>
@@ -110,6 +112,12 @@ long minor_faults() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return u.ru_minflt;
+}
+
+double cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 // RAII autocast on CUDA for bf16/fp16, as the trainer's step (nothing for fp32 or on the CPU).
@@ -201,10 +209,12 @@ class StepBench {
     unet_->train();
     sync();
     const long faults0 = minor_faults();
+    const double cpu0 = cpu_seconds();
     const auto t0 = Clock::now();
     steps(n);
     sync();
     return Json{{"seconds", std::chrono::duration<double>(Clock::now() - t0).count()},
+                {"cpu_seconds", cpu_seconds() - cpu0},
                 {"steps", n},
                 {"minor_faults", minor_faults() - faults0}};
   }

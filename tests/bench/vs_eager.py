@@ -129,25 +129,31 @@ def bench(preset, args, device, folder):
         row["flop_counted"] = eager.train_flop_per_image()
         cpp.ask(f"time {args.warmup}")
         eager.time(args.warmup)
-        cpp_s, eager_s, faults = [], [], {"cpp": 0, "eager": 0}
+        wall, cpu, faults = {"cpp": [], "eager": []}, {"cpp": [], "eager": []}, {"cpp": 0, "eager": 0}
 
         def run_cpp():
             reply = cpp.ask(f"time {args.steps}")
-            return reply["seconds"], reply["minor_faults"]
+            return reply["seconds"], reply["cpu_seconds"], reply["minor_faults"]
 
         for r in range(args.rounds):
             sides = [("cpp", run_cpp), ("eager", lambda: eager.time(args.steps))]
             for name, run in sides if r % 2 == 0 else sides[::-1]:
-                seconds, f = run()
-                (cpp_s if name == "cpp" else eager_s).append(seconds)
+                seconds, cpu_seconds, f = run()
+                wall[name].append(seconds)
+                cpu[name].append(cpu_seconds)
                 faults[name] += f
         steps = args.rounds * args.steps
-        print(f"[time] {preset}: C++ all-reduce over '{cpp.info['comm']}'; median round {statistics.median(cpp_s):.3f} s C++, {statistics.median(eager_s):.3f} s "
-              f"eager; page faults per step {faults['cpp'] / steps:.0f} C++, {faults['eager'] / steps:.0f} eager",
-              flush=True)
+        med = {k: statistics.median(v) for k, v in wall.items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+        print(f"[time] {preset}: C++ all-reduce over '{cpp.info['comm']}'; median round {med['cpp']:.3f} s C++, "
+              f"{med['eager']:.3f} s eager (CPU time {cpu_med['cpp']:.3f} s, {cpu_med['eager']:.3f} s: ratio "
+              f"{cpu_med['eager'] / cpu_med['cpp']:.2f}); page faults per step {faults['cpp'] / steps:.0f} C++, "
+              f"{faults['eager'] / steps:.0f} eager", flush=True)
         n = batch * args.steps
-        row.update(cpp_ips=n / statistics.median(cpp_s), eager_ips=n / statistics.median(eager_s),
-                   cpp_range=(n / max(cpp_s), n / min(cpp_s)), eager_range=(n / max(eager_s), n / min(eager_s)))
+        row.update(cpp_ips=n / med["cpp"], eager_ips=n / med["eager"],
+                   cpp_range=(n / max(wall["cpp"]), n / min(wall["cpp"])),
+                   eager_range=(n / max(wall["eager"]), n / min(wall["eager"])),
+                   cpu_ratio=cpu_med["eager"] / cpu_med["cpp"])
         row["ratio"] = row["cpp_ips"] / row["eager_ips"]
         return row
     finally:
@@ -155,8 +161,9 @@ def bench(preset, args, device, folder):
 
 
 def print_table(rows, args, peak):
-    mfu = peak is not None
+    mfu, cpu = peak is not None, args.device == "cpu"
     head = "| preset | px | batch | params | loss | C++ img/s | eager img/s | C++ / eager |"
+    head += " by CPU time |" if cpu else ""
     head += " MFU C++ / eager |" if mfu else ""
     head += " train GFLOP/img (counted; 3x fwd) | check worst rel diff |"
     print(head)
@@ -167,12 +174,13 @@ def print_table(rows, args, peak):
         if "cpp_ips" in r:
             line += (f" {r['cpp_ips']:.1f} ({r['cpp_range'][0]:.1f}-{r['cpp_range'][1]:.1f}) |"
                      f" {r['eager_ips']:.1f} ({r['eager_range'][0]:.1f}-{r['eager_range'][1]:.1f}) | {r['ratio']:.2f}x |")
+            line += f" {r['cpu_ratio']:.2f}x |" if cpu else ""
             if mfu:
                 f = r["flop_counted"] / 1e12
                 line += f" {100 * f * r['cpp_ips'] / peak:.1f}% / {100 * f * r['eager_ips'] / peak:.1f}% |"
             line += f" {r['flop_counted'] / 1e9:.3f}; {r['flop_analytic'] / 1e9:.3f} |"
         else:
-            line += " - | - | - |" + (" - |" if mfu else "") + " - |"
+            line += " - | - | - |" + (" - |" if cpu else "") + (" - |" if mfu else "") + " - |"
         line += f" {r['check_worst']:.2g} {'ok' if r['check_ok'] else 'FAILED'} |"
         print(line)
 
