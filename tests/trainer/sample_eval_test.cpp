@@ -208,18 +208,20 @@ TEST_F(SampleEval, SamplesDoNotDependOnRankCount) {
   }
 }
 
-// Every score-SDE sampler gives the same bytes on 1 and 2 ranks (x_T and Euler-Maruyama's noise
-// from each sample's generator); --sampler ddim --steps 4 is --respacing ddim4.
-TEST_F(SampleEval, SdeSamplersDoNotDependOnRankCount) {
+// Every sampler (ancestral, DDIM and the score-SDE samplers) gives the same bytes on 1 and 2 ranks
+// (x_T and every step's noise from each sample's generator); --sampler ddim --steps 4 is
+// --respacing ddim4.
+TEST_F(SampleEval, EverySamplerIsTheSameOnOneAndTwoRanks) {
   const std::string base = " --checkpoint " + dir_ + "/cond --num-samples 3 --batch-size 2 --seed 4 --ema 0.99 --steps 4";
-  for (const char* sampler : {"euler-maruyama", "pf-ode-euler", "pf-ode-heun", "dpm-solver++2m"}) {
+  for (const std::string sampler : {"ancestral", "ddim", "euler-maruyama", "pf-ode-euler", "pf-ode-heun", "dpm-solver++2m"}) {
     const std::string flags = base + " --sampler " + sampler, name = dir_ + "/" + sampler;
     ASSERT_EQ(run(mpirun(1) + bin("ddpm_sample") + flags + " --out " + name + "1.npz", name + "1.txt"), 0)
         << read_text(name + "1.txt");
     ASSERT_EQ(run(mpirun(2) + bin("ddpm_sample") + flags + " --out " + name + "2.npz", name + "2.txt"), 0)
         << read_text(name + "2.txt");
-    EXPECT_NE(read_text(name + "1.txt").find(std::string(sampler) + ", 4 steps"), std::string::npos)
-        << read_text(name + "1.txt");
+    const std::string header = sampler == "ancestral" ? "4 steps (4)" : sampler == "ddim" ? "4 steps (ddim4)"
+                                                                                          : sampler + ", 4 steps";
+    EXPECT_NE(read_text(name + "1.txt").find(header), std::string::npos) << read_text(name + "1.txt");
     const at::Tensor a = data::read_npz(name + "1.npz").at("arr_0"), b = data::read_npz(name + "2.npz").at("arr_0");
     ASSERT_EQ(a.sizes(), at::IntArrayRef({3, 8, 8, 1}));
     EXPECT_TRUE(at::equal(a, b)) << sampler << ": 1 vs 2 ranks, max diff "
@@ -247,7 +249,8 @@ TEST_F(SampleEval, DdimUnconditionalFixedClassErrors) {
       {"--class 1 --out " + dir_ + "/x.npz", "unconditional"},
       {"--sampler heun --out " + dir_ + "/x.npz", "--sampler heun: unknown; known: ancestral, ddim, euler-maruyama"},
       {"--sampler pf-ode-heun --respacing 5 --out " + dir_ + "/x.npz", "give --steps N instead"},
-      {"--sampler dpm-solver++2m --steps 50 --out " + dir_ + "/x.npz", "--steps 50: give 1..20"},
+      {"--sampler dpm-solver++2m --steps 50 --out " + dir_ + "/x.npz",
+       "--steps 50: give 1..19 (the diffusion has T = 20 steps, of which dpm-solver++2m uses 19)"},
       {"--steps 4 --out " + dir_ + "/x.npz", "--steps: give --sampler too"},
       {"--sampler ddim --steps 4 --respacing 5 --out " + dir_ + "/x.npz", "give one of them"},
   };
