@@ -19,7 +19,6 @@
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
 #include "ddpm/dist/rank_main.h"
-#include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
@@ -52,39 +51,6 @@ void image_shape(const Args& a, const LoadedModel& m, SampleRequest& req) {
   if (req.channels != m.unet->options().in_channels) {
     throw std::invalid_argument("--channels " + std::to_string(req.channels) + ": the model takes " +
                                 std::to_string(m.unet->options().in_channels) + " channels");
-  }
-}
-
-// --sampler and --steps: ancestral/ddim with --steps N become respacing "N"/"ddimN"; the score-SDE
-// samplers run N steps over the unrespaced diffusion. Without --sampler, --respacing alone decides
-// (ddimN = DDIM), as before --sampler existed.
-void resolve_sampler(Args& a) {
-  const std::string known = "ancestral, ddim, " + ddpm::diffusion::known_sde_sampler_names();
-  if (a.steps < 0) throw std::invalid_argument("--steps " + std::to_string(a.steps) + ": give a positive step count");
-  if (a.sampler.empty()) {
-    if (a.steps > 0) throw std::invalid_argument("--steps: give --sampler too (" + known + ")");
-    return;
-  }
-  if (a.sampler == "ancestral" || a.sampler == "ddim") {
-    if (a.steps > 0 && !a.respacing.empty()) {
-      throw std::invalid_argument("--steps " + std::to_string(a.steps) + " and --respacing " + a.respacing +
-                                  ": give one of them");
-    }
-    if (a.sampler == "ancestral" && ddpm::trainer::uses_ddim(a.respacing)) {
-      throw std::invalid_argument("--sampler ancestral with --respacing " + a.respacing +
-                                  ": ddimN means DDIM; give --respacing N or --sampler ddim");
-    }
-    if (a.steps > 0) a.respacing = (a.sampler == "ddim" ? "ddim" : "") + std::to_string(a.steps);
-    return;
-  }
-  try {
-    ddpm::diffusion::parse_sde_sampler(a.sampler);
-  } catch (const std::invalid_argument&) {
-    throw std::invalid_argument("--sampler " + a.sampler + ": unknown; known: " + known);
-  }
-  if (!a.respacing.empty()) {
-    throw std::invalid_argument("--respacing " + a.respacing + ": --sampler " + a.sampler +
-                                " chooses its own steps; give --steps N instead");
   }
 }
 
@@ -122,7 +88,7 @@ SampleRequest make_request(const Args& a, const LoadedModel& m) {
 
 int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
-  resolve_sampler(a);
+  ddpm::trainer::resolve_sampler(a.sampler, a.steps, a.respacing);
   LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   const SampleRequest req = make_request(a, m);
   const auto diffusion = ddpm::trainer::make_diffusion(m.config, a.respacing);

@@ -206,6 +206,37 @@ bool is_sde_sampler(const std::string& sampler) {
   return !sampler.empty() && sampler != "ancestral" && sampler != "ddim";
 }
 
+void resolve_sampler(const std::string& sampler, int64_t steps, std::string& respacing,
+                     const std::string& respacing_flag) {
+  const std::string known = "ancestral, ddim, " + diffusion::known_sde_sampler_names();
+  if (steps < 0) throw std::invalid_argument("--steps " + std::to_string(steps) + ": give a positive step count");
+  if (sampler.empty()) {
+    if (steps > 0) throw std::invalid_argument("--steps: give --sampler too (" + known + ")");
+    return;
+  }
+  if (sampler == "ancestral" || sampler == "ddim") {
+    if (steps > 0 && !respacing.empty()) {
+      throw std::invalid_argument("--steps " + std::to_string(steps) + " and " + respacing_flag + " " + respacing +
+                                  ": give one of them");
+    }
+    if (sampler == "ancestral" && uses_ddim(respacing)) {
+      throw std::invalid_argument("--sampler ancestral with " + respacing_flag + " " + respacing +
+                                  ": ddimN means DDIM; give " + respacing_flag + " N or --sampler ddim");
+    }
+    if (steps > 0) respacing = (sampler == "ddim" ? "ddim" : "") + std::to_string(steps);
+    return;
+  }
+  try {
+    diffusion::parse_sde_sampler(sampler);
+  } catch (const std::invalid_argument&) {
+    throw std::invalid_argument("--sampler " + sampler + ": unknown; known: " + known);
+  }
+  if (!respacing.empty()) {
+    throw std::invalid_argument(respacing_flag + " " + respacing + ": --sampler " + sampler +
+                                " chooses its own steps; give --steps N instead");
+  }
+}
+
 IndexSampler index_sampler(model::UNet& unet, const TrainConfig& config, const SampleRequest& req,
                            const c10::Device& device) {
   auto m = std::make_shared<LoadedModel>();  // sample_indices' view of the network
