@@ -139,6 +139,7 @@ void check_diffusion_and_model(const TrainConfig& c) {
   one_of("var_type", c.var_type, {"fixed-small", "fixed-large", "learned", "learned-range"});
   one_of("loss_type", c.loss_type, {"mse", "rescaled-mse", "kl", "rescaled-kl"});
   one_of("timestep_sampler", c.timestep_sampler, {"uniform", "loss-second-moment"});
+  one_of("task", c.task, {"diffusion"});
   if (c.model.empty()) bad("model", "is empty; name a U-Net preset, e.g. --model ddpm-cifar10");
   at_least("num_classes", c.num_classes, 0, "0 means unconditional");
   if (!(c.label_dropout >= 0 && c.label_dropout < 1)) bad("label_dropout", "must be in [0, 1)");
@@ -240,8 +241,13 @@ std::vector<std::string> resume_differences(const Json& saved, const Json& now) 
       out.push_back(key + " (saved " + value.dump() + ", now " + now.at(key).dump() + ")");
     }
   }
+  // A key newer than the saved config is no difference while it has its default value: runs of
+  // earlier versions resume.
+  const Json defaults = to_json(TrainConfig{});
   for (const auto& [key, value] : now.items()) {
-    if (!safe(key) && !saved.contains(key)) out.push_back(key + " (saved absent, now " + value.dump() + ")");
+    if (safe(key) || saved.contains(key)) continue;
+    if (defaults.contains(key) && defaults.at(key) == value) continue;
+    out.push_back(key + " (saved absent, now " + value.dump() + ")");
   }
   return out;
 }

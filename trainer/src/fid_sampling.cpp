@@ -6,8 +6,7 @@
 
 namespace ddpm::trainer {
 
-evaluation::FidReport evaluate_model_fid(evaluation::FidEvaluation& fid, model::UNet& unet,
-                                         const TrainConfig& model_config) {
+SampleRequest fid_sample_request(const evaluation::FidEvaluation& fid) {
   const evaluation::FidSettings& s = fid.settings();
   const std::vector<int64_t> shape = fid.image_shape();  // (C, H, W)
   SampleRequest req;
@@ -17,7 +16,12 @@ evaluation::FidReport evaluate_model_fid(evaluation::FidEvaluation& fid, model::
   req.respacing = s.sampling;
   req.clip_denoised = s.clip_denoised;
   req.seed = s.seed;
-  return fid.evaluate(index_sampler(unet, model_config, req, fid.device()));
+  return req;
+}
+
+evaluation::FidReport evaluate_model_fid(evaluation::FidEvaluation& fid, model::UNet& unet,
+                                         const TrainConfig& model_config) {
+  return fid.evaluate(index_sampler(unet, model_config, fid_sample_request(fid), fid.device()));
 }
 
 }  // namespace ddpm::trainer

@@ -1,5 +1,6 @@
-// Evaluations during training, each of the first EMA's weights and each leaving the training's
-// random streams as it found them (saved and restored around it) and its time out of images/s:
+// Evaluations during training, each of the first EMA's weights through the task (images and
+// bits/dim: TrainTask), each leaving the training's random streams as it found them (saved and
+// restored around it) and its time out of images/s:
 //   sample grids  RUN/samples/step_<step>.png: samples [0, sample_count) drawn exactly as
 //                 ddpm_sample draws them (per-index seeds, rank_range slices), gathered by rank 0
 //   FID           --fid-every: evaluation::FidEvaluation with the sampler of fid_sampling.h
@@ -15,7 +16,6 @@
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/images.h"
-#include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
 #include "ddpm/trainer/rng_state.h"
 #include "trainer.h"
@@ -62,30 +62,21 @@ std::pair<at::Tensor, int64_t> bpd_images(const std::string& path, int64_t count
 
 }  // namespace
 
-model::UNet Trainer::ema_network() const {
-  model::UNet net = make_unet(config_);
-  net->to(device_);
-  torch::NoGradGuard no_grad;
-  const model::TensorDict ema = ema_->state(0);
-  std::map<std::string, at::Tensor> by_name(ema.begin(), ema.end());
-  for (auto& item : net->named_parameters()) {
-    const auto it = by_name.find(item.key());
-    item.value().copy_(it != by_name.end() ? it->second : model_->named_parameters()[item.key()]);
-  }
-  net->eval();
-  return net;
+EvalRequest Trainer::eval_request(const SampleRequest& sample) const {
+  return EvalRequest{ema_->state(0), sample};
 }
 
 void Trainer::write_sample_grid() {
   EvaluationScope scope(logger_);
-  model::UNet net = ema_network();
   SampleRequest req;
   req.channels = image_chw_[0], req.height = image_chw_[1], req.width = image_chw_[2];
   req.respacing = config_.sample_respacing;
   req.seed = static_cast<uint64_t>(config_.sample_seed);
+  const IndexSampler sampler = task_->image_sampler(eval_request(req));
+  if (!sampler) return;  // a task without images (the config check refuses --sample-every for it)
   const int64_t count = config_.sample_count;
   const auto [begin, end] = rank_range(count, rank_, world_);
-  const at::Tensor mine = index_sampler(net, config_, req, device_)(begin, end);  // (n, C, H, W) in [-1, 1]
+  const at::Tensor mine = sampler(begin, end);  // (n, C, H, W) in [-1, 1]
   std::vector<at::Tensor> parts = comm_.all_gather_v(to_comm(mine));
   if (rank_ != 0) return;
   for (auto& p : parts) p = p.cpu();
@@ -121,8 +112,7 @@ void Trainer::evaluate_fid() {
   evaluation::FidReport r;
   {
     EvaluationScope scope(logger_);
-    model::UNet net = ema_network();
-    r = evaluate_model_fid(*fid_, net, config_);
+    r = fid_->evaluate(task_->image_sampler(eval_request(fid_sample_request(*fid_))));
   }
   if (rank_ != 0) return;
   const std::string rate = EmaSet::rate_name(ema_->rates()[0]);
@@ -142,9 +132,8 @@ void Trainer::evaluate_training_bpd() {
   {
     EvaluationScope scope(logger_);
     const auto [images, first] = bpd_images(path, config_.bpd_samples, rank_, world_, image_chw_);
-    model::UNet net = ema_network();
-    s = evaluate_bpd(net, *diffusion_, images, first, std::max<int64_t>(1, plan_.microbatch),
-                     /*clip_denoised=*/true, static_cast<uint64_t>(config_.sample_seed), comm_, device_);
+    s = task_->bits_per_dim(ema_->state(0), images, first, std::max<int64_t>(1, plan_.microbatch),
+                            static_cast<uint64_t>(config_.sample_seed), comm_);
     seconds = scope.seconds();
   }
   if (rank_ != 0) return;

@@ -14,7 +14,6 @@
 #include <filesystem>
 #include <stdexcept>
 
-#include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/signals.h"
 #include "trainer.h"
 
@@ -137,9 +136,9 @@ bool Trainer::run_step() {
   return record(rows, stepped);
 }
 
-// Every microbatch of this rank's batch, forward and backward; the last backward's hooks start
-// the gradient all-reduce. Returns this rank's (B, 4) float64 rows t, loss, mse, vb on the device
-// (NaN where the loss type has no such term), read on the host only once per step, in record().
+// Every microbatch of this rank's batch, the task's loss forward and backward; the last
+// backward's hooks start the gradient all-reduce. Returns this rank's (B, 4) float64 rows t,
+// loss, mse, vb on the device (MicrobatchLoss), read on the host only once per step, in record().
 at::Tensor Trainer::forward_backward(const data::Batch& batch) {
   optimizer_->zero_grad();
   const at::Tensor x = batch.images.to(device_);  // (B, C, H, W) in [-1, 1]
@@ -152,36 +151,22 @@ at::Tensor Trainer::forward_backward(const data::Batch& batch) {
     if (i + 1 < n) no_sync.emplace(*reducer_);
     const at::Tensor xi = x.narrow(0, i * mb, mb);
     const at::Tensor yi = y.defined() ? y.narrow(0, i * mb, mb) : y;
-    const at::Tensor loss = microbatch_loss(xi, yi, rows);
+    MicrobatchLoss out;
+    {
+      AutocastScope autocast(autocast_);
+      out = task_->loss(xi, yi);
+    }
+    if (poison_step_) {  // test-only fault injection (read_test_hooks)
+      out.loss = out.loss * NAN;
+      out.rows = out.rows.clone();
+      out.rows.select(1, 1).fill_(NAN);
+    }
+    rows.push_back(out.rows);
     // Mean over the per-rank batch (not improved-diffusion's sum over microbatches), times the
     // fp16 loss scale.
-    (loss * (optimizer_->loss_scale() / static_cast<double>(n))).backward();
+    (out.loss * (optimizer_->loss_scale() / static_cast<double>(n))).backward();
   }
   return at::cat(rows, 0);
-}
-
-at::Tensor Trainer::microbatch_loss(const at::Tensor& x, const at::Tensor& y, std::vector<at::Tensor>& rows) {
-  const int64_t n = x.size(0);
-  const diffusion::TimestepSample ts = timestep_sampler_->sample(n, std::nullopt, device_);
-  const at::Tensor noise = at::randn_like(x);  // (n, C, H, W)
-  at::Tensor labels = y;
-  if (labels.defined() && config_.label_dropout > 0) {
-    // Classifier-free guidance: some labels become the null label num_classes.
-    const at::Tensor drop = at::rand({n}, x.options()) < config_.label_dropout;
-    labels = at::where(drop, at::full_like(labels, config_.num_classes), labels);
-  }
-  diffusion::LossTerms terms;
-  {
-    AutocastScope autocast(autocast_);
-    terms = diffusion_->training_losses(model_fn(model_, labels), x, ts.t, noise);
-  }
-  if (poison_step_) terms.loss = terms.loss * NAN;  // test-only fault injection (read_test_hooks)
-  const at::Tensor loss = (terms.loss.to(at::kFloat) * ts.weights).mean();
-  const auto col = [&](const at::Tensor& v) {  // (n) float64 on the device
-    return v.defined() ? v.detach().to(at::kDouble) : at::full({n}, NAN, x.options().dtype(at::kDouble));
-  };
-  rows.push_back(at::stack({ts.t.to(at::kDouble), col(terms.loss), col(terms.mse), col(terms.vb)}, 1));  // (n, 4)
-  return loss;
 }
 
 // The optimizer step after the all-reduce; false when it was skipped (non-finite gradients).
@@ -197,17 +182,15 @@ bool Trainer::optimize() {
 
 // Every rank's (t, loss, mse, vb) rows, all-gathered with each rank's stop request in a fifth
 // column (one collective a step: the stop is agreed at the same step everywhere): they feed the
-// timestep sampler's history (identical on every rank) and the logged quartiles of t.
+// task (the timestep sampler's history, identical on every rank) and the logged quartiles of t.
 bool Trainer::record(const at::Tensor& rows, bool stepped) {
   const double stop_flag = stop_requested() ? 1.0 : 0.0;
   const at::Tensor mine = at::cat({rows, at::full({rows.size(0), 1}, stop_flag, rows.options())}, 1);  // (B, 5)
   const at::Tensor all = comm_.all_gather(to_comm(mine)).cpu().reshape({-1, 5});  // (W B, 5)
   const at::Tensor terms = all.narrow(1, 0, 4);  // (G, 4)
   const at::Tensor loss = terms.select(1, 1);
-  if (at::isfinite(loss).all().item<bool>()) {
-    timestep_sampler_->update_with_all_losses(terms.select(1, 0).to(at::kLong), loss);
-  }
-  logger_.record(terms, diffusion_->num_timesteps(), stepped, optimizer_->grad_norm(), timer_.seconds());
+  if (at::isfinite(loss).all().item<bool>()) task_->observe(terms);
+  logger_.record(terms, task_->num_timesteps(), stepped, optimizer_->grad_norm(), timer_.seconds());
   return all.select(1, 4).max().item<double>() > 0.0;
 }
 

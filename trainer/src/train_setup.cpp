@@ -1,5 +1,5 @@
-// The Trainer's constructor: the objects of a run from its config (model, diffusion, timestep
-// sampler, sharded reader, optimizer step, gradient reducer, checkpoint store), the resume or the
+// The Trainer's constructor: the objects of a run from its config (the task: network, loss and
+// evaluations; sharded reader, optimizer step, gradient reducer, checkpoint store), the resume or the
 // fresh start, and the table of periodic work.
 #include <torch/torch.h>
 
@@ -14,7 +14,6 @@
 #include <thread>
 
 #include "ddpm/data/dataset.h"
-#include "ddpm/trainer/factory.h"
 #include "trainer.h"
 
 namespace ddpm::trainer::detail {
@@ -41,13 +40,6 @@ void Trainer::build() {
   total_steps_ = total_steps(config_);
   const data::DatasetInfo info = data::ImageDataset::open(config_.data).info();
   image_chw_ = {info.channels, info.height, info.width};
-  const model::UNetOptions unet = make_unet_options(config_);
-  if (unet.in_channels != info.channels) {
-    throw std::invalid_argument("--data " + config_.data + ": images have " + std::to_string(info.channels) +
-                                " channels but U-Net preset '" + config_.model + "' takes " +
-                                std::to_string(unet.in_channels) + "; pick a --model for " +
-                                std::to_string(info.channels) + " channels or override in_channels/out_channels");
-  }
   if (config_.num_classes > 0 && !info.has_labels) {
     throw std::invalid_argument("--num-classes " + std::to_string(config_.num_classes) + ": " + config_.data +
                                 " has no /labels; convert a labelled dataset or use --num-classes 0");
@@ -61,16 +53,12 @@ void Trainer::build() {
   }
 
   torch::manual_seed(static_cast<uint64_t>(config_.seed));  // identical initial weights everywhere
-  model_ = make_unet(config_);
-  model_->to(device_);
-  model_->train();
-  for (const auto& item : model_->named_parameters()) {
+  task_ = make_train_task(config_, info, device_);
+  for (const auto& item : task_->network().named_parameters()) {
     if (!item.value().requires_grad()) continue;
     params_.emplace_back(item.key(), item.value());
     param_tensors_.push_back(item.value());
   }
-  diffusion_ = std::make_unique<diffusion::GaussianDiffusion>(make_diffusion(config_));
-  timestep_sampler_ = diffusion::create_named_schedule_sampler(config_.timestep_sampler, diffusion_->num_timesteps());
 
   data::ReaderOptions ro;
   ro.rank = rank_;

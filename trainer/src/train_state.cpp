@@ -1,5 +1,6 @@
 // The training loop's state: checkpoint save (every rank's RNG gathered, rank 0 writes), resume
-// (config check, model, EMA, optimizer, sampler, data cursor, counters, RNG), per-rank seeding.
+// (config check, the task's network and state, EMA, optimizer, data cursor, counters, RNG),
+// per-rank seeding.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -51,18 +52,18 @@ void Trainer::resume_or_init() {
     return;
   }
   if (!config_.init_from.empty()) {
-    model::load_unet_weights(model_, config_.init_from);
+    task_->load_initial_weights(config_.init_from);
     print("initial weights from " + config_.init_from);
   }
-  dist::broadcast_module(comm_, *model_);
+  dist::broadcast_module(comm_, task_->network());
   ema_ = std::make_unique<EmaSet>(config_.ema_rates, config_.ema_warmup, params_);
   seed_rank(0);
 }
 
 void Trainer::restore(const TrainState& s, const std::string& path) {
   check_resume_config(s.config, to_json(config_), path + "/state.json");
-  model::load_state_dict(*model_, s.model, path + "/model.pt");
-  dist::broadcast_module(comm_, *model_);
+  model::load_state_dict(task_->network(), s.model, path + "/model.pt");
+  dist::broadcast_module(comm_, task_->network());
   ema_ = std::make_unique<EmaSet>(config_.ema_rates, config_.ema_warmup, params_);
   for (size_t i = 0; i < config_.ema_rates.size(); ++i) {
     const double rate = config_.ema_rates[i];
@@ -74,7 +75,7 @@ void Trainer::restore(const TrainState& s, const std::string& path) {
     ema_->load_state(i, *saved, path + "/" + ema_file_name(rate));
   }
   optimizer_->restore(s, path);
-  timestep_sampler_->load_state(s.sampler);
+  task_->load_state(s.sampler);
   if (s.data_cursor.size() < 2) throw CheckpointError(path + ": state.pt has no data cursor (epoch, position)");
   reader_->set_cursor(data::Cursor{s.data_cursor[0], s.data_cursor[1]});
   step_ = s.step;
@@ -122,10 +123,10 @@ void Trainer::save_checkpoint() {
     s.step = step_;
     s.images_seen = images_seen_;
     s.world_size = world_;
-    s.model = model::state_dict(*model_);
+    s.model = model::state_dict(task_->network());
     for (size_t i = 0; i < ema_->rates().size(); ++i) s.emas.emplace_back(ema_->rates()[i], ema_->state(i));
     optimizer_->save(s);
-    s.sampler = timestep_sampler_->state();
+    s.sampler = task_->state();
     const data::Cursor c = reader_->cursor();
     s.data_cursor = {c.epoch, c.position};
     s.rng = std::move(rng);

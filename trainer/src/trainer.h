@@ -1,8 +1,9 @@
-// The Trainer behind trainer::train(), internal to trainer/src. Its parts own their state: the
-// OptimizerStep (AdamW, loss scale, non-finite guard, LR schedule, clipping), the IntervalLogger
+// The Trainer behind trainer::train(), internal to trainer/src. What it trains is its TrainTask
+// (trainer/task.h: the network, the loss of a microbatch, how evaluations sample). Its parts own
+// their state: the OptimizerStep (AdamW, loss scale, non-finite guard, LR schedule, clipping), the IntervalLogger
 // (interval sums, run log, metrics, exporter, Pushgateway, progress bar), the StepTimer and the
 // PeriodicTasks (logging, checkpoints, grids, FID, bits/dim). The Trainer wires them to the
-// model, diffusion, data reader, gradient reducer, EMA and checkpoint store. Its methods live in
+// task, data reader, gradient reducer, EMA and checkpoint store. Its methods live in
 //   train_loop.cpp   run_loop -> run_step -> forward_backward -> finish -> optimize -> record
 //   train_setup.cpp  the constructor: the objects of the run and the periodic tasks
 //   train_state.cpp  checkpoint save, resume, per-rank seeding
@@ -20,9 +21,6 @@
 #include "ddpm/data/reader.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/gradient_reducer.h"
-#include "ddpm/model/diffusion/gaussian_diffusion.h"
-#include "ddpm/model/diffusion/timestep_sampler.h"
-#include "ddpm/model/unet/unet.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/ema.h"
@@ -30,6 +28,7 @@
 #include "ddpm/trainer/optimizer_step.h"
 #include "ddpm/trainer/periodic.h"
 #include "ddpm/trainer/step_timer.h"
+#include "ddpm/trainer/task.h"
 #include "ddpm/trainer/train_loop.h"
 #include "interval_logger.h"
 
@@ -49,7 +48,6 @@ class Trainer {
   // --- the step (train_loop.cpp) ---
   bool run_step();  // true when some rank asked to stop (the same answer on every rank)
   at::Tensor forward_backward(const data::Batch& batch);  // (B, 4) float64 on the device: t, loss, mse, vb
-  at::Tensor microbatch_loss(const at::Tensor& x, const at::Tensor& y, std::vector<at::Tensor>& rows);
   bool optimize();
   bool record(const at::Tensor& rows, bool stepped);  // all-gathers the rows; true when some rank must stop
   void log_interval();
@@ -63,7 +61,7 @@ class Trainer {
   std::vector<RngState> gather_rng_states();
   at::Tensor to_comm(const at::Tensor& t) const;  // onto the communicator's device
   // --- evaluations (train_eval.cpp) ---
-  model::UNet ema_network() const;  // a U-Net with the first EMA's weights, eval mode
+  EvalRequest eval_request(const SampleRequest& sample) const;  // the first EMA's weights
   void write_sample_grid();
   void setup_fid();  // every rank: extractor and reference statistics (cached)
   void evaluate_fid();
@@ -81,11 +79,9 @@ class Trainer {
   int64_t total_steps_ = 0;
   std::array<int64_t, 3> image_chw_{};      // the dataset's (C, H, W)
   std::optional<at::ScalarType> autocast_;  // bf16 / fp16 on CUDA
-  model::UNet model_{nullptr};
+  std::unique_ptr<TrainTask> task_;
   model::TensorDict params_;  // trainable, registration order
   std::vector<at::Tensor> param_tensors_;  // the same tensors, for the EMA update
-  std::unique_ptr<diffusion::GaussianDiffusion> diffusion_;
-  std::unique_ptr<diffusion::TimestepSampler> timestep_sampler_;
   std::unique_ptr<data::ShardedReader> reader_;
   std::unique_ptr<OptimizerStep> optimizer_;
   std::unique_ptr<dist::GradientReducer> reducer_;

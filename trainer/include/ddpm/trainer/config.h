@@ -59,6 +59,7 @@ struct TrainConfig {
   bool rescale_timesteps = false;    // network sees t * 1000 / T
   std::string timestep_sampler = "uniform";  // uniform | loss-second-moment
   // --- model ---
+  std::string task = "diffusion";    // what the run trains (trainer/task.h): diffusion
   std::string model = "ddpm-cifar10";  // U-Net preset name (model/unet)
   Json model_overrides = Json::object();  // U-Net option overrides, e.g. {"num_channels": 64}
   int64_t num_classes = 0;           // > 0: class-conditional

@@ -6,8 +6,13 @@
 #include "ddpm/evaluation/fid_eval.h"
 #include "ddpm/model/unet/unet.h"
 #include "ddpm/trainer/config.h"
+#include "ddpm/trainer/inference.h"
 
 namespace ddpm::trainer {
+
+// The samples of a FID: the reference's image shape (C, H, W), fid.settings()' respacing,
+// clip_denoised and seed. The training loop passes it to its task's image_sampler.
+SampleRequest fid_sample_request(const evaluation::FidEvaluation& fid);
 
 // Every rank, at the same point: FID of `unet` (eval mode) sampling with the diffusion of
 // `model_config` respaced by fid.settings().sampling (DDIM for "ddimN"), clip_denoised and seed

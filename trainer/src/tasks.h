@@ -1,0 +1,15 @@
+// The tasks make_train_task() chooses from (trainer/task.h), internal to trainer/src: one factory
+// per task, each in its own file.
+#pragma once
+#include <memory>
+
+#include "ddpm/data/dataset.h"
+#include "ddpm/trainer/task.h"
+
+namespace ddpm::trainer::detail {
+
+// --task diffusion (diffusion_task.cpp): image diffusion, class-conditional when num_classes > 0.
+std::unique_ptr<TrainTask> make_diffusion_task(const TrainConfig& config, const data::DatasetInfo& info,
+                                               const c10::Device& device);
+
+}  // namespace ddpm::trainer::detail
