@@ -41,6 +41,7 @@ struct Args {
   int64_t fid_samples = 0, fid_batch = 0;
   std::string sampler;  // --sampler / --steps (FID): resolve_sampler (inference.h), as ddpm_sample
   int64_t steps = 0;
+  double dpm_lambda_min = ddpm::diffusion::kDpmSolverLambdaMin;
 };
 
 nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedModel& m,
@@ -208,11 +209,9 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
   }
   ddpm::evaluation::FidReport r;
   if (sde) {  // evaluate_model_fid's request, with the sampler and its steps over the unrespaced diffusion
-    const std::vector<int64_t> shape = fid.image_shape();  // (C, H, W)
-    ddpm::trainer::SampleRequest req;
-    req.channels = shape[0], req.height = shape[1], req.width = shape[2];
-    req.sampler = a.sampler, req.sde_steps = sde_steps;
-    req.clip_denoised = s.clip_denoised, req.seed = s.seed;
+    ddpm::trainer::SampleRequest req = ddpm::trainer::fid_sample_request(fid);
+    req.respacing.clear();
+    req.sampler = a.sampler, req.sde_steps = sde_steps, req.dpm_lambda_min = a.dpm_lambda_min;
     r = fid.evaluate(ddpm::trainer::index_sampler(m.unet, c, req, ctx.device()));
   } else {
     r = ddpm::trainer::evaluate_model_fid(fid, m.unet, c);
@@ -299,6 +298,9 @@ int main(int argc, char** argv) {
   app.add_option("--steps", a.steps,
                  "FID sampling steps N with --sampler (ancestral/ddim: --fid-sampling N/ddimN; the score-SDE "
                  "samplers: N steps over the unrespaced schedule, default T)");
+  app.add_option("--dpm-lambda-min", a.dpm_lambda_min,
+                 "dpm-solver++2m starts at the last step whose half log-SNR is >= this (-5.1, as DPM-Solver's "
+                 "authors for the cosine schedule; --dpm-lambda-min=-1e9: always step T-1)")->capture_default_str();
   app.add_option("--fid-stats", a.fid_stats,
                  "reference-statistics HDF5 cache (default: the run's, else fid_stats.h5 beside the data)");
   app.add_option("--fid-batch", a.fid_batch,

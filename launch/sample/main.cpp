@@ -31,7 +31,7 @@ using ddpm::trainer::SampleRequest;
 struct Args {
   std::string checkpoint, ema, respacing, class_spec = "random", out, grid, sampler;
   int64_t num_samples = 16, batch_size = 16, image_size = 0, channels = 0, steps = 0;
-  double eta = 0.0, guidance_scale = 1.0;
+  double eta = 0.0, guidance_scale = 1.0, dpm_lambda_min = ddpm::diffusion::kDpmSolverLambdaMin;
   bool guidance = false, clip_denoised = true;
   uint64_t seed = 0;
 };
@@ -60,6 +60,7 @@ SampleRequest make_request(const Args& a, const LoadedModel& m) {
   req.respacing = a.respacing;
   req.sampler = a.sampler;
   req.sde_steps = a.steps;
+  req.dpm_lambda_min = a.dpm_lambda_min;
   req.eta = a.eta;
   req.clip_denoised = a.clip_denoised;
   req.seed = a.seed;
@@ -163,6 +164,9 @@ int main(int argc, char** argv) {
                  "ancestral|ddim|euler-maruyama|pf-ode-euler|pf-ode-heun|dpm-solver++2m (default: ancestral, or "
                  "DDIM for --respacing ddimN)");
   app.add_option("--steps", a.steps, "sampling steps N (ancestral/ddim: same as --respacing N/ddimN; default: all T)");
+  app.add_option("--dpm-lambda-min", a.dpm_lambda_min,
+                 "dpm-solver++2m starts at the last step whose half log-SNR is >= this (-5.1, as DPM-Solver's "
+                 "authors for the cosine schedule; --dpm-lambda-min=-1e9: always step T-1)")->capture_default_str();
   app.add_option("--eta", a.eta, "DDIM eta (0 deterministic)")->capture_default_str();
   app.add_option("--guidance-scale", a.guidance_scale, "classifier-free guidance scale s: eps_u + s (eps_c - eps_u)");
   app.add_option("--class", a.class_spec, "class of every sample (0..K-1) or random")->capture_default_str();

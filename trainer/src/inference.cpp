@@ -187,6 +187,7 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
     diffusion::SdeSampleOptions o;
     o.steps = req.sde_steps > 0 ? req.sde_steps : diffusion.num_timesteps();
     o.clip_denoised = req.clip_denoised;
+    o.lambda_min = req.dpm_lambda_min;
     o.noise = draw;
     out.images = diffusion::sde_sample_loop(diffusion, diffusion::parse_sde_sampler(req.sampler), fn, x, o).cpu();
     return out;

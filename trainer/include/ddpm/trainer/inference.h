@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ddpm/model/diffusion/gaussian_diffusion.h"
+#include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/model/unet/unet.h"
 #include "ddpm/trainer/config.h"
 
@@ -58,6 +59,7 @@ struct SampleRequest {
   // which runs sde_steps steps over the diffusion it is given (pass the unrespaced one).
   std::string sampler;
   int64_t sde_steps = 0;      // SDE samplers: 1..T, 0 = T
+  double dpm_lambda_min = diffusion::kDpmSolverLambdaMin;  // dpm-solver++2m's first step (sde_samplers.h)
   double eta = 0.0;           // DDIM only
   bool clip_denoised = true;
   uint64_t seed = 0;
