@@ -19,7 +19,6 @@
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
 #include "ddpm/dist/rank_main.h"
-#include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
@@ -32,7 +31,7 @@ using ddpm::trainer::SampleRequest;
 struct Args {
   std::string checkpoint, ema, respacing, class_spec = "random", out, grid, sampler;
   int64_t num_samples = 16, batch_size = 16, image_size = 0, channels = 0, steps = 0;
-  double eta = 0.0, guidance_scale = 1.0;
+  double eta = 0.0, guidance_scale = 1.0, dpm_lambda_min = ddpm::diffusion::kDpmSolverLambdaMin;
   bool guidance = false, clip_denoised = true;
   uint64_t seed = 0;
 };
@@ -55,45 +54,13 @@ void image_shape(const Args& a, const LoadedModel& m, SampleRequest& req) {
   }
 }
 
-// --sampler and --steps: ancestral/ddim with --steps N become respacing "N"/"ddimN"; the score-SDE
-// samplers run N steps over the unrespaced diffusion. Without --sampler, --respacing alone decides
-// (ddimN = DDIM), as before --sampler existed.
-void resolve_sampler(Args& a) {
-  const std::string known = "ancestral, ddim, " + ddpm::diffusion::known_sde_sampler_names();
-  if (a.steps < 0) throw std::invalid_argument("--steps " + std::to_string(a.steps) + ": give a positive step count");
-  if (a.sampler.empty()) {
-    if (a.steps > 0) throw std::invalid_argument("--steps: give --sampler too (" + known + ")");
-    return;
-  }
-  if (a.sampler == "ancestral" || a.sampler == "ddim") {
-    if (a.steps > 0 && !a.respacing.empty()) {
-      throw std::invalid_argument("--steps " + std::to_string(a.steps) + " and --respacing " + a.respacing +
-                                  ": give one of them");
-    }
-    if (a.sampler == "ancestral" && ddpm::trainer::uses_ddim(a.respacing)) {
-      throw std::invalid_argument("--sampler ancestral with --respacing " + a.respacing +
-                                  ": ddimN means DDIM; give --respacing N or --sampler ddim");
-    }
-    if (a.steps > 0) a.respacing = (a.sampler == "ddim" ? "ddim" : "") + std::to_string(a.steps);
-    return;
-  }
-  try {
-    ddpm::diffusion::parse_sde_sampler(a.sampler);
-  } catch (const std::invalid_argument&) {
-    throw std::invalid_argument("--sampler " + a.sampler + ": unknown; known: " + known);
-  }
-  if (!a.respacing.empty()) {
-    throw std::invalid_argument("--respacing " + a.respacing + ": --sampler " + a.sampler +
-                                " chooses its own steps; give --steps N instead");
-  }
-}
-
 SampleRequest make_request(const Args& a, const LoadedModel& m) {
   SampleRequest req;
   image_shape(a, m, req);
   req.respacing = a.respacing;
   req.sampler = a.sampler;
   req.sde_steps = a.steps;
+  req.dpm_lambda_min = a.dpm_lambda_min;
   req.eta = a.eta;
   req.clip_denoised = a.clip_denoised;
   req.seed = a.seed;
@@ -122,7 +89,7 @@ SampleRequest make_request(const Args& a, const LoadedModel& m) {
 
 int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
-  resolve_sampler(a);
+  ddpm::trainer::resolve_sampler(a.sampler, a.steps, a.respacing);
   LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   const SampleRequest req = make_request(a, m);
   const auto diffusion = ddpm::trainer::make_diffusion(m.config, a.respacing);
@@ -197,6 +164,9 @@ int main(int argc, char** argv) {
                  "ancestral|ddim|euler-maruyama|pf-ode-euler|pf-ode-heun|dpm-solver++2m (default: ancestral, or "
                  "DDIM for --respacing ddimN)");
   app.add_option("--steps", a.steps, "sampling steps N (ancestral/ddim: same as --respacing N/ddimN; default: all T)");
+  app.add_option("--dpm-lambda-min", a.dpm_lambda_min,
+                 "dpm-solver++2m starts at the last step whose half log-SNR is >= this (-5.1, as DPM-Solver's "
+                 "authors for the cosine schedule; --dpm-lambda-min=-1e9: always step T-1)")->capture_default_str();
   app.add_option("--eta", a.eta, "DDIM eta (0 deterministic)")->capture_default_str();
   app.add_option("--guidance-scale", a.guidance_scale, "classifier-free guidance scale s: eps_u + s (eps_c - eps_u)");
   app.add_option("--class", a.class_spec, "class of every sample (0..K-1) or random")->capture_default_str();

@@ -223,6 +223,57 @@ TEST_F(FidTrain, TwoRankTrainingFidMatchesEvalAndNumpy) {
   EXPECT_TRUE(fs::last_write_time(stats) == stats_time) << "the reference statistics were rewritten";
 }
 
+// ddpm_eval --fid --sampler/--steps: ancestral with --steps 2 is the run's --fid-sampling 2 (the
+// training FID); a score-SDE sampler gives the same FID on 1 and 2 ranks, equal to the float64 numpy
+// FID of ddpm_sample's samples with the same sampler, steps, seed and batches.
+TEST_F(FidTrain, EvalSamplerFlagsMatchTrainingAndDdpmSample) {
+  const std::string run_dir = dir_ + "/samplers";
+  ASSERT_EQ(run(mpirun(1) + bin("ddpm_train") + train_flags(run_dir, 2), dir_ + "/samplers.txt"), 0)
+      << read_text(dir_ + "/samplers.txt");
+  const auto fids = events(run_dir + "/log.jsonl", "fid");
+  ASSERT_EQ(fids.size(), 1u);
+  const std::string eval = bin("ddpm_eval") + " --checkpoint " + run_dir + " --fid --out-json ";
+  const auto fid_of = [&](const std::string& cmd, const std::string& name) {
+    EXPECT_EQ(run(cmd, dir_ + "/" + name + ".txt"), 0) << read_text(dir_ + "/" + name + ".txt");
+    return json::parse(read_text(dir_ + "/" + name + ".json"));
+  };
+  const json anc = fid_of(mpirun(1) + eval + dir_ + "/anc.json --sampler ancestral --steps 2", "anc");
+  expect_rel(anc["fid"].get<double>(), fids[0]["fid"].get<double>(), 1e-6, "--sampler ancestral --steps 2 vs training");
+  EXPECT_EQ(anc["fid_sampling"], "2");
+  EXPECT_EQ(anc["fid_sampler"], "ancestral");
+  const std::string dpm = " --sampler dpm-solver++2m --steps 3";
+  const json one = fid_of(mpirun(1) + eval + dir_ + "/dpm1.json" + dpm, "dpm1");
+  const json two = fid_of(mpirun(2) + eval + dir_ + "/dpm2.json" + dpm, "dpm2");
+  EXPECT_EQ(one["fid_sampling"], "dpm-solver++2m:3");
+  EXPECT_EQ(one["fid_sampler"], "dpm-solver++2m");
+  EXPECT_EQ(two["ranks"], 2);
+  expect_rel(two["fid"].get<double>(), one["fid"].get<double>(), 1e-6, "dpm-solver++2m 2 ranks vs 1");
+  EXPECT_GT(std::abs(one["fid"].get<double>() - anc["fid"].get<double>()), 1e-3) << "another sampler, another FID";
+
+  const char* py = std::getenv("DDPM_PYTHON");
+  ASSERT_TRUE(py && *py) << "DDPM_PYTHON is not set";
+  ASSERT_EQ(run(bin("ddpm_sample") + " --checkpoint " + run_dir + " --num-samples 12 --batch-size 8 --seed 5" + dpm +
+                " --out " + dir_ + "/dpm.npz", dir_ + "/dpm_sample.txt"), 0)
+      << read_text(dir_ + "/dpm_sample.txt");
+  ASSERT_EQ(run(std::string(py) + " " + ddpm::testing::source_dir() + "/tests/reference/fid_train_reference.py --fid"
+                " --samples " + dir_ + "/dpm.npz --data " + dir_ + "/data.h5 --golden " + golden_path("fid_train.h5") +
+                " --json " + dir_ + "/dpm_numpy.json", dir_ + "/dpm_numpy.txt"), 0) << read_text(dir_ + "/dpm_numpy.txt");
+  expect_rel(one["fid"].get<double>(), json::parse(read_text(dir_ + "/dpm_numpy.json"))["fid"].get<double>(), 1e-4,
+             "ddpm_eval dpm-solver++2m vs numpy on ddpm_sample's samples");
+
+  const struct {
+    std::string args, expect;
+  } bad[] = {
+      {" --fid --sampler dpm-solver++2m --fid-sampling 2", "--fid-sampling 2: --sampler dpm-solver++2m chooses its own steps"},
+      {" --fid --sampler ddim --steps 2 --fid-sampling 3", "give one of them"},
+      {" --sampler ddim --steps 2", "give --fid too"},
+  };
+  for (const auto& b : bad) {
+    EXPECT_EQ(run(bin("ddpm_eval") + " --checkpoint " + run_dir + b.args, dir_ + "/bad.txt"), 1) << b.args;
+    EXPECT_NE(read_text(dir_ + "/bad.txt").find(b.expect), std::string::npos) << read_text(dir_ + "/bad.txt");
+  }
+}
+
 // The FID reaches the Pushgateway as ddpm_fid{ema_rate, extractor, samples} (final push at exit).
 TEST_F(FidTrain, FidIsPushedWithItsExtractor) {
   if (std::system("command -v prometheus-pushgateway > /dev/null 2>&1") != 0) {

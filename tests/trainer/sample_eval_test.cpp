@@ -1,7 +1,8 @@
 // ddpm_sample and ddpm_eval on a tiny checkpoint built here (tiny U-Net, 8x8 grey, T = 20):
 // EMA selection and errors, classifier-free guidance against direct network calls, the .npz
-// (read back by data::read_npz and numpy) identical on 1 and 2 ranks, and bits/dim equal to a
-// direct single-process calc_bpd_loop on 1 and 2 ranks.
+// (read back by data::read_npz and numpy) identical on 1 and 2 ranks for every sampler, and
+// bits/dim (the T-step bound; the probability-flow ODE's) equal to a direct single-process
+// calc_bpd_loop / ode_log_likelihood on 1 and 2 ranks.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -9,6 +10,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +21,7 @@
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/images.h"
 #include "ddpm/data/npy.h"
+#include "ddpm/model/diffusion/ode_likelihood.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/factory.h"
@@ -208,24 +211,32 @@ TEST_F(SampleEval, SamplesDoNotDependOnRankCount) {
   }
 }
 
-// Every score-SDE sampler gives the same bytes on 1 and 2 ranks (x_T and Euler-Maruyama's noise
-// from each sample's generator); --sampler ddim --steps 4 is --respacing ddim4.
-TEST_F(SampleEval, SdeSamplersDoNotDependOnRankCount) {
+// Every sampler (ancestral, DDIM and the score-SDE samplers) gives the same bytes on 1 and 2 ranks
+// (x_T and every step's noise from each sample's generator); --sampler ddim --steps 4 is
+// --respacing ddim4.
+TEST_F(SampleEval, EverySamplerIsTheSameOnOneAndTwoRanks) {
   const std::string base = " --checkpoint " + dir_ + "/cond --num-samples 3 --batch-size 2 --seed 4 --ema 0.99 --steps 4";
-  for (const char* sampler : {"euler-maruyama", "pf-ode-euler", "pf-ode-heun", "dpm-solver++2m"}) {
+  for (const std::string sampler : {"ancestral", "ddim", "euler-maruyama", "pf-ode-euler", "pf-ode-heun", "dpm-solver++2m"}) {
     const std::string flags = base + " --sampler " + sampler, name = dir_ + "/" + sampler;
     ASSERT_EQ(run(mpirun(1) + bin("ddpm_sample") + flags + " --out " + name + "1.npz", name + "1.txt"), 0)
         << read_text(name + "1.txt");
     ASSERT_EQ(run(mpirun(2) + bin("ddpm_sample") + flags + " --out " + name + "2.npz", name + "2.txt"), 0)
         << read_text(name + "2.txt");
-    EXPECT_NE(read_text(name + "1.txt").find(std::string(sampler) + ", 4 steps"), std::string::npos)
-        << read_text(name + "1.txt");
+    const std::string header = sampler == "ancestral" ? "4 steps (4)" : sampler == "ddim" ? "4 steps (ddim4)"
+                                                                                          : sampler + ", 4 steps";
+    EXPECT_NE(read_text(name + "1.txt").find(header), std::string::npos) << read_text(name + "1.txt");
     const at::Tensor a = data::read_npz(name + "1.npz").at("arr_0"), b = data::read_npz(name + "2.npz").at("arr_0");
     ASSERT_EQ(a.sizes(), at::IntArrayRef({3, 8, 8, 1}));
     EXPECT_TRUE(at::equal(a, b)) << sampler << ": 1 vs 2 ranks, max diff "
                                  << (a.to(at::kInt) - b.to(at::kInt)).abs().max().item<int>();
     EXPECT_GT(a.to(at::kFloat).std().item<double>(), 1.0) << sampler << ": samples are constant";
   }
+  // --dpm-lambda-min=-1e9 starts DPM-Solver++ at step T-1 = 19 (the clipped last beta) instead of 18.
+  const std::string dpm = base + " --sampler dpm-solver++2m --out " + dir_ + "/dpm_unclipped.npz --dpm-lambda-min=-1e9";
+  ASSERT_EQ(run(bin("ddpm_sample") + dpm, dir_ + "/dpm_unclipped.txt"), 0) << read_text(dir_ + "/dpm_unclipped.txt");
+  EXPECT_FALSE(at::equal(data::read_npz(dir_ + "/dpm_unclipped.npz").at("arr_0"),
+                         data::read_npz(dir_ + "/dpm-solver++2m1.npz").at("arr_0")))
+      << "--dpm-lambda-min must move DPM-Solver++'s first step";
   const std::string u = bin("ddpm_sample") + " --checkpoint " + dir_ + "/uncond --num-samples 2 --seed 4 --out " + dir_;
   ASSERT_EQ(run(u + "/dd1.npz --sampler ddim --steps 4", dir_ + "/dd1.txt"), 0) << read_text(dir_ + "/dd1.txt");
   ASSERT_EQ(run(u + "/dd2.npz --respacing ddim4", dir_ + "/dd2.txt"), 0) << read_text(dir_ + "/dd2.txt");
@@ -247,7 +258,8 @@ TEST_F(SampleEval, DdimUnconditionalFixedClassErrors) {
       {"--class 1 --out " + dir_ + "/x.npz", "unconditional"},
       {"--sampler heun --out " + dir_ + "/x.npz", "--sampler heun: unknown; known: ancestral, ddim, euler-maruyama"},
       {"--sampler pf-ode-heun --respacing 5 --out " + dir_ + "/x.npz", "give --steps N instead"},
-      {"--sampler dpm-solver++2m --steps 50 --out " + dir_ + "/x.npz", "--steps 50: give 1..20"},
+      {"--sampler dpm-solver++2m --steps 50 --out " + dir_ + "/x.npz",
+       "--steps 50: give 1..19 (the diffusion has T = 20 steps, of which dpm-solver++2m uses 19)"},
       {"--steps 4 --out " + dir_ + "/x.npz", "--steps: give --sampler too"},
       {"--sampler ddim --steps 4 --respacing 5 --out " + dir_ + "/x.npz", "give one of them"},
   };
@@ -303,6 +315,42 @@ TEST_F(SampleEval, EvalBpdMatchesDirectComputation) {
   EXPECT_EQ(run(bin("ddpm_eval") + " --checkpoint " + dir_ + "/uncond --data " + dir_ + "/missing.h5",
                 dir_ + "/bad.txt"), 1);
   EXPECT_NE(read_text(dir_ + "/bad.txt").find("missing.h5"), std::string::npos) << read_text(dir_ + "/bad.txt");
+}
+
+// ddpm_eval --ode-bpd on 1 and 2 ranks against ode_log_likelihood called here on the same
+// dequantized images (x = (u - 1/2 + U) / 127.5 - 1, U then the Rademacher probe from (seed, index)):
+// bpd = -log p / (D log 2) + log2(127.5).
+TEST_F(SampleEval, OdeBpdMatchesDirectComputation) {
+  auto m = load_model(dir_ + "/uncond", "0.99", c10::kCPU);
+  const auto diffusion = make_diffusion(m.config);
+  const at::Tensor images = data::ImageDataset::open(dir_ + "/test.h5").read_all_images();  // (N, 8, 8, 1)
+  std::vector<at::Tensor> u, v;
+  for (int64_t i = 0; i < kImages; ++i) {
+    at::Generator g = sample_generator(4, i);
+    u.push_back(at::rand({1, 8, 8}, g, at::kFloat));
+    v.push_back(at::randint(0, 2, {1, 8, 8}, g, at::kFloat) * 2.0 - 1.0);
+  }
+  const at::Tensor x = (images.permute({0, 3, 1, 2}).to(at::kFloat) - 0.5 + at::stack(u)) / 127.5 - 1.0;
+  for (auto& p : m.unet->parameters()) p.requires_grad_(false);
+  const auto r = diffusion::ode_log_likelihood(diffusion, model_fn(m.unet), x, at::stack(v), 3);
+  const double want = (-r.log_p / (64.0 * std::log(2.0)) + std::log2(127.5)).mean().item<double>();
+  for (int np : {1, 2}) {
+    const std::string json = dir_ + "/ode" + std::to_string(np) + ".json";
+    ASSERT_EQ(run(mpirun(np) + bin("ddpm_eval") + " --checkpoint " + dir_ + "/uncond --ema 0.99 --data " + dir_ +
+                      "/test.h5 --batch-size 2 --seed 4 --ode-bpd --ode-steps 3 --out-json " + json,
+                  dir_ + "/ode.txt"), 0) << read_text(dir_ + "/ode.txt");
+    EXPECT_NE(read_text(dir_ + "/ode.txt").find("ode bits/dim: "), std::string::npos) << read_text(dir_ + "/ode.txt");
+    const auto j = nlohmann::json::parse(read_text(json));
+    const double got = j["ode_bpd"];
+    std::cout << "[maxdiff] np" << np << " ode bpd " << got << " vs in-process " << want << ": " << std::abs(got - want)
+              << std::endl;
+    EXPECT_EQ(j["ode_count"], kImages);
+    EXPECT_EQ(j.count("total_bpd"), 0u) << "--ode-bpd alone computes no T-step bound";
+    EXPECT_NEAR(got, want, 1e-5 * std::abs(want));  // float32 network, batches of 2 against one of 6
+  }
+  EXPECT_EQ(run(bin("ddpm_eval") + " --checkpoint " + dir_ + "/uncond --data " + dir_ + "/test.h5 --ode-bpd --ode-steps 20",
+                dir_ + "/bad.txt"), 1);
+  EXPECT_NE(read_text(dir_ + "/bad.txt").find("--ode-steps 20: give 1..19"), std::string::npos) << read_text(dir_ + "/bad.txt");
 }
 
 }  // namespace

@@ -1,10 +1,13 @@
-// Distributed bits/dim: each rank runs calc_bpd_loop over its share in batches with noise per
-// global image index, then the per-image sums are all-reduced in float64; see inference.h.
+// Distributed bits/dim: each rank runs calc_bpd_loop (or, for the probability-flow ODE,
+// ode_log_likelihood) over its share in batches with noise per global image index, then the
+// per-image sums are all-reduced in float64; see inference.h.
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "ddpm/dist/communicator.h"
+#include "ddpm/model/diffusion/ode_likelihood.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
 
@@ -79,6 +82,75 @@ BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& d
     s.mse_q[q] /= static_cast<double>(in_q[q]);
     s.xstart_mse_q[q] /= static_cast<double>(in_q[q]);
   }
+  return s;
+}
+
+namespace {
+
+// Freezes a network's parameters for the lifetime of the guard (the ODE likelihood differentiates
+// through the network with respect to its input only).
+class FrozenParameters {
+ public:
+  explicit FrozenParameters(model::UNet& unet) {
+    for (auto& p : unet->parameters()) {
+      if (p.requires_grad()) frozen_.push_back(p), p.requires_grad_(false);
+    }
+  }
+  ~FrozenParameters() {
+    for (auto& p : frozen_) p.requires_grad_(true);
+  }
+  FrozenParameters(const FrozenParameters&) = delete;
+  FrozenParameters& operator=(const FrozenParameters&) = delete;
+
+ private:
+  std::vector<at::Tensor> frozen_;
+};
+
+}  // namespace
+
+OdeBpdSummary evaluate_ode_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& diffusion, const at::Tensor& images,
+                               int64_t first, int64_t batch_size, int64_t steps, bool gaussian_probe, uint64_t seed,
+                               dist::Communicator& comm, const c10::Device& device,
+                               const std::function<void(int64_t, int64_t)>& progress) {
+  TORCH_CHECK(images.dim() == 4 && images.scalar_type() == at::kByte, "evaluate_ode_bpd: images must be uint8 (N, H, W, C)");
+  TORCH_CHECK(batch_size > 0, "evaluate_ode_bpd: batch_size must be > 0");
+  const FrozenParameters frozen(unet);
+  const int64_t n = images.size(0), C = images.size(3), H = images.size(1), W = images.size(2);
+  const double dims = static_cast<double>(C * H * W), ln2 = std::log(2.0), offset = std::log2(127.5);
+  at::Tensor sums = at::zeros({4}, at::kDouble);  // [count, sum bpd, sum bpd^2, sum prior bpd] on this rank
+  const int64_t batches = (n + batch_size - 1) / batch_size;
+  for (int64_t b = 0; b < batches; ++b) {
+    const int64_t lo = b * batch_size, hi = std::min(n, lo + batch_size);
+    std::vector<at::Tensor> u, v;  // per image: dequantization U, then the probe
+    for (int64_t i = first + lo; i < first + hi; ++i) {
+      at::Generator g = sample_generator(seed, i);
+      u.push_back(at::rand({C, H, W}, g, at::kFloat));
+      v.push_back(gaussian_probe ? at::randn({C, H, W}, g, at::kFloat)
+                                 : at::randint(0, 2, {C, H, W}, g, at::kFloat) * 2.0 - 1.0);
+    }
+    const at::Tensor pixels = images.slice(0, lo, hi).permute({0, 3, 1, 2}).to(at::kFloat);  // (B, C, H, W) 0..255
+    const at::Tensor x = ((pixels - 0.5 + at::stack(u)) / 127.5 - 1.0).to(device);
+    const diffusion::OdeLikelihood r =
+        diffusion::ode_log_likelihood(diffusion, model_fn(unet), x, at::stack(v).to(device), steps);
+    const at::Tensor bpd = (-r.log_p.cpu() / (dims * ln2) + offset);  // (B) float64
+    sums[0].add_(static_cast<double>(hi - lo));
+    sums[1].add_(bpd.sum());
+    sums[2].add_(bpd.pow(2).sum());
+    sums[3].add_((-r.prior_log_p.cpu() / (dims * ln2)).sum());
+    if (progress) progress(b + 1, batches);
+  }
+  at::Tensor reduced = sums.to(comm.device());
+  comm.all_reduce(reduced, dist::ReduceOp::kSum);
+  reduced = reduced.cpu();
+  OdeBpdSummary s;
+  s.steps = steps;
+  s.count = static_cast<int64_t>(reduced[0].item<double>() + 0.5);
+  TORCH_CHECK(s.count > 0, "evaluate_ode_bpd: no images on any rank");
+  const double c = static_cast<double>(s.count);
+  s.bpd = reduced[1].item<double>() / c;
+  s.prior_bpd = reduced[3].item<double>() / c;
+  const double var = s.count > 1 ? std::max(0.0, (reduced[2].item<double>() - c * s.bpd * s.bpd) / (c - 1.0)) : 0.0;
+  s.bpd_std_error = std::sqrt(var / c);
   return s;
 }
 

@@ -187,6 +187,7 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
     diffusion::SdeSampleOptions o;
     o.steps = req.sde_steps > 0 ? req.sde_steps : diffusion.num_timesteps();
     o.clip_denoised = req.clip_denoised;
+    o.lambda_min = req.dpm_lambda_min;
     o.noise = draw;
     out.images = diffusion::sde_sample_loop(diffusion, diffusion::parse_sde_sampler(req.sampler), fn, x, o).cpu();
     return out;
@@ -204,6 +205,37 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
 
 bool is_sde_sampler(const std::string& sampler) {
   return !sampler.empty() && sampler != "ancestral" && sampler != "ddim";
+}
+
+void resolve_sampler(const std::string& sampler, int64_t steps, std::string& respacing,
+                     const std::string& respacing_flag) {
+  const std::string known = "ancestral, ddim, " + diffusion::known_sde_sampler_names();
+  if (steps < 0) throw std::invalid_argument("--steps " + std::to_string(steps) + ": give a positive step count");
+  if (sampler.empty()) {
+    if (steps > 0) throw std::invalid_argument("--steps: give --sampler too (" + known + ")");
+    return;
+  }
+  if (sampler == "ancestral" || sampler == "ddim") {
+    if (steps > 0 && !respacing.empty()) {
+      throw std::invalid_argument("--steps " + std::to_string(steps) + " and " + respacing_flag + " " + respacing +
+                                  ": give one of them");
+    }
+    if (sampler == "ancestral" && uses_ddim(respacing)) {
+      throw std::invalid_argument("--sampler ancestral with " + respacing_flag + " " + respacing +
+                                  ": ddimN means DDIM; give " + respacing_flag + " N or --sampler ddim");
+    }
+    if (steps > 0) respacing = (sampler == "ddim" ? "ddim" : "") + std::to_string(steps);
+    return;
+  }
+  try {
+    diffusion::parse_sde_sampler(sampler);
+  } catch (const std::invalid_argument&) {
+    throw std::invalid_argument("--sampler " + sampler + ": unknown; known: " + known);
+  }
+  if (!respacing.empty()) {
+    throw std::invalid_argument(respacing_flag + " " + respacing + ": --sampler " + sampler +
+                                " chooses its own steps; give --steps N instead");
+  }
 }
 
 IndexSampler index_sampler(model::UNet& unet, const TrainConfig& config, const SampleRequest& req,

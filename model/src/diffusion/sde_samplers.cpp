@@ -58,32 +58,39 @@ double vp_beta(const GaussianDiffusion& d, double s) {
   return -static_cast<double>(T) * std::log1p(-d.betas()[i]);
 }
 
-std::vector<int64_t> sde_time_indices(const GaussianDiffusion& d, int64_t steps, bool logsnr) {
+std::vector<int64_t> sde_time_indices(const GaussianDiffusion& d, int64_t steps, bool logsnr, double lambda_min) {
   const int64_t T = d.num_timesteps();
-  if (steps < 1 || steps > T) {
-    throw std::invalid_argument("--steps " + std::to_string(steps) + ": give 1.." + std::to_string(T) +
-                                " (the diffusion has T = " + std::to_string(T) + " steps)");
+  const std::vector<double> ab = alpha_bars(d);
+  std::vector<double> lam(T);  // decreasing in i
+  for (int64_t i = 0; i < T; ++i) lam[i] = 0.5 * (std::log(ab[i]) - std::log1p(-ab[i]));
+  int64_t first = T - 1;  // i_0
+  if (logsnr) {
+    while (first > 0 && lam[first] < lambda_min) --first;
+    if (lam[first] < lambda_min) first = T - 1;  // no step reaches lambda_min: do not clip
+  }
+  if (steps < 1 || steps > first + 1) {
+    throw std::invalid_argument("--steps " + std::to_string(steps) + ": give 1.." + std::to_string(first + 1) +
+                                " (the diffusion has T = " + std::to_string(T) + " steps" +
+                                (first + 1 < T ? ", of which dpm-solver++2m uses " + std::to_string(first + 1) : "") +
+                                ")");
   }
   std::vector<int64_t> idx(steps);
-  if (steps == 1) return {T - 1};
+  if (steps == 1) return {first};
   if (!logsnr) {
     for (int64_t k = 0; k < steps; ++k) {
       idx[k] = std::llround(static_cast<double>(T - 1) * (1.0 - static_cast<double>(k) / static_cast<double>(steps - 1)));
     }
     return idx;  // spacing (T-1)/(N-1) >= 1: strictly decreasing already
   }
-  const std::vector<double> ab = alpha_bars(d);
-  std::vector<double> lam(T);  // decreasing in i
-  for (int64_t i = 0; i < T; ++i) lam[i] = 0.5 * (std::log(ab[i]) - std::log1p(-ab[i]));
   for (int64_t k = 0; k < steps; ++k) {
-    const double target = lam[T - 1] + (lam[0] - lam[T - 1]) * static_cast<double>(k) / static_cast<double>(steps - 1);
+    const double target = lam[first] + (lam[0] - lam[first]) * static_cast<double>(k) / static_cast<double>(steps - 1);
     int64_t best = 0;
-    for (int64_t i = 1; i < T; ++i) {
+    for (int64_t i = 1; i <= first; ++i) {
       if (std::abs(lam[i] - target) < std::abs(lam[best] - target)) best = i;
     }
     idx[k] = best;
   }
-  idx.front() = T - 1, idx.back() = 0;
+  idx.front() = first, idx.back() = 0;
   // Collisions pushed to lower indices, leaving room for the steps still to come (idx[k] >= N-1-k).
   for (int64_t k = 1; k < steps; ++k) idx[k] = std::max(std::min(idx[k], idx[k - 1] - 1), steps - 1 - k);
   return idx;
@@ -111,7 +118,7 @@ EpsX0 predict_eps_x0(const GaussianDiffusion& d, const ModelFn& model, const at:
 at::Tensor sde_sample_loop(const GaussianDiffusion& d, SdeSampler sampler, const ModelFn& model, const at::Tensor& x_T,
                            const SdeSampleOptions& opts) {
   const bool logsnr = sampler == SdeSampler::kDpmSolverPP2M;
-  const std::vector<int64_t> idx = sde_time_indices(d, opts.steps, logsnr);
+  const std::vector<int64_t> idx = sde_time_indices(d, opts.steps, logsnr, opts.lambda_min);
   const std::vector<double> ab = alpha_bars(d);
   const int64_t N = static_cast<int64_t>(idx.size());
   const auto noise = [&](const at::Tensor& like) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ddpm/model/diffusion/gaussian_diffusion.h"
+#include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/model/unet/unet.h"
 #include "ddpm/trainer/config.h"
 
@@ -58,6 +59,7 @@ struct SampleRequest {
   // which runs sde_steps steps over the diffusion it is given (pass the unrespaced one).
   std::string sampler;
   int64_t sde_steps = 0;      // SDE samplers: 1..T, 0 = T
+  double dpm_lambda_min = diffusion::kDpmSolverLambdaMin;  // dpm-solver++2m's first step (sde_samplers.h)
   double eta = 0.0;           // DDIM only
   bool clip_denoised = true;
   uint64_t seed = 0;
@@ -87,6 +89,14 @@ IndexSampler index_sampler(model::UNet& unet, const TrainConfig& config, const S
 // True for a SampleRequest::sampler other than "", "ancestral" and "ddim".
 bool is_sde_sampler(const std::string& sampler);
 
+// --sampler and --steps of ddpm_sample and ddpm_eval --fid, checked together with the respacing
+// flag (`respacing_flag`: --respacing or --fid-sampling): ancestral / ddim with steps N > 0 set
+// `respacing` to "N" / "ddimN" (the same samples); a score-SDE sampler runs N steps (0 = T) over the
+// unrespaced diffusion and takes no respacing; no sampler leaves `respacing` alone (ddimN = DDIM)
+// and takes no steps. Throws std::invalid_argument naming the flags and the known samplers.
+void resolve_sampler(const std::string& sampler, int64_t steps, std::string& respacing,
+                     const std::string& respacing_flag = "--respacing");
+
 // Contiguous share of `count` items for a rank: [count * r / W, count * (r + 1) / W).
 std::pair<int64_t, int64_t> rank_range(int64_t count, int rank, int world_size);
 
@@ -110,6 +120,26 @@ BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& d
                         int64_t first, int64_t batch_size, bool clip_denoised, uint64_t seed,
                         dist::Communicator& comm, const c10::Device& device,
                         const std::function<void(int64_t done, int64_t total)>& progress = {});
+
+// Bits/dim of the probability-flow ODE (diffusion/ode_likelihood.h), summed over every rank's share.
+struct OdeBpdSummary {
+  int64_t count = 0, steps = 0;  // images, Heun steps
+  double bpd = 0.0;              // mean over images
+  double bpd_std_error = 0.0;    // standard error of that mean over the images (probes and data)
+  double prior_bpd = 0.0;        // mean of -log N(x_T; 0, I) / (D log 2): the prior term's share
+};
+
+// images uint8 (N, H, W, C) of this rank's share, global indices [first, first + N), in batches of
+// batch_size: each image u is dequantized uniformly inside its bin of the model's grid,
+// x = (u - 1/2 + U) / 127.5 - 1 with U ~ U[0, 1)^D (bins of width 2/255, as the decoder's), and
+// bpd = -log p_0(x) / (D log 2) + log2(127.5), a bound on the discrete data's bits/dim in
+// expectation over U. U, then the Hutchinson probe (Rademacher, or standard normal when
+// `gaussian_probe`) come from sample_generator(seed, index), so the figure does not depend on the
+// rank count or batch split. The network's parameters are frozen (requires_grad off) meanwhile.
+OdeBpdSummary evaluate_ode_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& diffusion, const at::Tensor& images,
+                               int64_t first, int64_t batch_size, int64_t steps, bool gaussian_probe, uint64_t seed,
+                               dist::Communicator& comm, const c10::Device& device,
+                               const std::function<void(int64_t done, int64_t total)>& progress = {});
 
 // uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1] (x / 127.5 - 1).
 at::Tensor to_model_input(const at::Tensor& images_u8);

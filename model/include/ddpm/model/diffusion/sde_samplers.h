@@ -47,13 +47,26 @@ std::string known_sde_sampler_names();  // "euler-maruyama, pf-ode-euler, pf-ode
 double vp_alpha_bar(const GaussianDiffusion& d, double s);
 double vp_beta(const GaussianDiffusion& d, double s);  // right-continuous at grid points: the interval (i/T, (i+1)/T] holding s
 
-// The N integer step indices i_0 = T-1 > ... > i_{N-1} = 0 (1 <= N <= T; N = 1 gives {T-1}).
-//   uniform in time (euler-maruyama, pf-ode-*): i_k = round((T-1)(1 - k/(N-1)));
-//   uniform in log-SNR (dpm-solver++2m): lambda_k evenly from lambda_{T-1} to lambda_0,
-//   lambda_i = 1/2 log(abar_i / (1 - abar_i)), each snapped to the index of nearest lambda, then
-//   made strictly decreasing (collisions pushed to the neighbouring index, keeping both ends).
-// Throws std::invalid_argument (naming --steps) when N < 1 or N > T.
-std::vector<int64_t> sde_time_indices(const GaussianDiffusion& d, int64_t steps, bool logsnr);
+// DPM-Solver++'s log-SNR grid starts at the last step whose half log-SNR lambda_i =
+// 1/2 log(abar_i / (1 - abar_i)) is >= this (DPM-Solver's lambda_min clipping for the cosine
+// schedule, as its authors set it in diffusers: -5.1). The cosine schedule's clipped last beta
+// (0.999) puts lambda_{T-1} at -9.9 against -6.5 at T-2 and -5.1 at T-5 (T = 1000): a grid uniform
+// from -9.9 spends several of few steps on single-index moves where the signal is e^-5 of the noise
+// or less, and on the Gaussian test its error grows from 10 to 20 steps. The linear schedule ends at
+// lambda_{T-1} = -5.06 (T = 1000) and is not clipped. Starting at abar = 3.9e-5 (cosine, T-5) instead
+// of 2.4e-9 treats x_T ~ N(0, I) as a sample there, a prior mismatch of about abar |x_0|^2 / 2 nats
+// per dimension (< 2e-5), smaller than the linear schedule's own (abar_{T-1} = 4e-5).
+inline constexpr double kDpmSolverLambdaMin = -5.1;
+
+// The N integer step indices i_0 > ... > i_{N-1} = 0 (1 <= N <= T; N = 1 gives {i_0}).
+//   uniform in time (euler-maruyama, pf-ode-*): i_0 = T-1, i_k = round((T-1)(1 - k/(N-1)));
+//   uniform in log-SNR (dpm-solver++2m): i_0 = the largest i with lambda_i >= lambda_min (T-1 when
+//   every lambda is below it), lambda_k evenly from lambda_{i_0} to lambda_0, each snapped to the
+//   index of nearest lambda in [0, i_0], then made strictly decreasing (collisions pushed to the
+//   neighbouring index, keeping both ends).
+// Throws std::invalid_argument (naming --steps) when N < 1 or N > i_0 + 1.
+std::vector<int64_t> sde_time_indices(const GaussianDiffusion& d, int64_t steps, bool logsnr,
+                                      double lambda_min = kDpmSolverLambdaMin);
 
 // The network's eps and x_0 predictions at integer step i for x (N, C, ...), whatever the mean
 // type (eps, x0, v, prev: converted with GaussianDiffusion's helpers); learned-variance outputs
@@ -73,9 +86,11 @@ struct SdeSampleOptions {
   std::function<at::Tensor()> noise;
   std::optional<at::Generator> generator;
   std::function<void(int64_t done, int64_t total)> progress;  // after each step, done = 1..N
+  double lambda_min = kDpmSolverLambdaMin;  // dpm-solver++2m's first step (-inf: always T-1)
 };
 
-// x_T (N, C, H, W) at s = 1 (step T-1) -> samples at s = 0, in x_T's dtype and device.
+// x_T (N, C, H, W) at the grid's first step i_0 (T-1; dpm-solver++2m: see kDpmSolverLambdaMin)
+// -> samples at s = 0, in x_T's dtype and device.
 at::Tensor sde_sample_loop(const GaussianDiffusion& d, SdeSampler sampler, const ModelFn& model, const at::Tensor& x_T,
                            const SdeSampleOptions& opts = {});
 
