@@ -47,7 +47,9 @@ nlohmann::ordered_json run_fid_npz(const FidNpzArgs& a, dist::Communicator& comm
               << fid.extractor_name() << ", reference " << a.data << ", " << comm.world_size() << " rank(s)" << std::endl;
   }
   const evaluation::FidReport r = fid.evaluate([&](int64_t begin, int64_t end) {
-    at::Tensor x = images.slice(0, begin, end).permute({0, 3, 1, 2}).to(at::kFloat).div(127.5).sub(1.0);  // (n, C, H, W)
+    // (u8 + 0.5) / 127.5 - 1: the evaluation's quantisation (truncation of (x + 1) * 127.5) gives the
+    // stored bytes back exactly, and the bilinear resize rounded to the nearest byte.
+    at::Tensor x = images.slice(0, begin, end).permute({0, 3, 1, 2}).to(at::kFloat).add(0.5).div(127.5).sub(1.0);  // (n, C, H, W)
     if (resize) x = at::upsample_bilinear2d(x, {chw[1], chw[2]}, /*align_corners=*/false);
     return x;
   });

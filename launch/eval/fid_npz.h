@@ -1,7 +1,8 @@
 // ddpm_eval --fid-npz FILE: the FID of images stored in an .npz (arr_0 uint8 (N, H, W, C), as
 // ddpm_sample and improved-diffusion write them) against a dataset's reference statistics, with
 // the extractors and cache of training FIDs. Images of another size than the reference's are
-// resized bilinearly (align_corners false) first: a base model's samples upsampled, for instance.
+// resized bilinearly (align_corners false, rounded to bytes) first: a base model's samples upsampled,
+// for instance.
 #pragma once
 #include <c10/core/Device.h>
 #include <nlohmann/json.hpp>
