@@ -47,10 +47,13 @@ nlohmann::ordered_json run_fid_npz(const FidNpzArgs& a, dist::Communicator& comm
               << fid.extractor_name() << ", reference " << a.data << ", " << comm.world_size() << " rank(s)" << std::endl;
   }
   const evaluation::FidReport r = fid.evaluate([&](int64_t begin, int64_t end) {
-    // (u8 + 0.5) / 127.5 - 1: the evaluation's quantisation (truncation of (x + 1) * 127.5) gives the
-    // stored bytes back exactly, and the bilinear resize rounded to the nearest byte.
-    at::Tensor x = images.slice(0, begin, end).permute({0, 3, 1, 2}).to(at::kFloat).add(0.5).div(127.5).sub(1.0);  // (n, C, H, W)
-    if (resize) x = at::upsample_bilinear2d(x, {chw[1], chw[2]}, /*align_corners=*/false);
+    at::Tensor u = images.slice(0, begin, end).permute({0, 3, 1, 2}).to(at::kDouble);  // (n, C, H, W) bytes
+    if (resize) {  // in float64 on byte values, rounded half up to bytes
+      u = at::floor(at::upsample_bilinear2d(u, {chw[1], chw[2]}, /*align_corners=*/false) + 0.5).clamp(0, 255);
+    }
+    // (u + 0.5) / 127.5 - 1: the evaluation's quantisation (truncation of (x + 1) * 127.5) gives
+    // the bytes u back exactly.
+    const at::Tensor x = u.add(0.5).div(127.5).sub(1.0).to(at::kFloat);
     return x;
   });
   if (comm.rank() != 0) return {};

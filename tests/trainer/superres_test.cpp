@@ -182,9 +182,9 @@ TEST_F(Cascade, FidOfStoredImagesMatchesNumpy) {
   ASSERT_TRUE(py && *py) << "DDPM_PYTHON is not set";
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(8);
   const at::Tensor small = (at::rand({16, 4, 4, 1}, gen, at::kFloat) * 255).to(at::kByte);  // (16, 4, 4, 1)
-  // The bilinear upsampling in pixel values, rounded to the nearest byte.
-  const at::Tensor up = model::upsample_bilinear(small.permute({0, 3, 1, 2}).to(at::kDouble), 8, 8)
-                            .round().clamp(0, 255).to(at::kByte).permute({0, 2, 3, 1}).contiguous();
+  // The bilinear upsampling of the byte values (float64, exact for these weights), rounded half up.
+  const at::Tensor up = at::floor(model::upsample_bilinear(small.permute({0, 3, 1, 2}).to(at::kDouble), 8, 8) + 0.5)
+                            .clamp(0, 255).to(at::kByte).permute({0, 2, 3, 1}).contiguous();
   data::write_npz(dir_ + "/small.npz", {{"arr_0", small}});
   data::write_npz(dir_ + "/up.npz", {{"arr_0", up}});
   const auto fid_npz = [&](const std::string& npz, const std::string& tag) {
