@@ -35,8 +35,22 @@ class SuperResTask final : public TrainTask {
 
   std::string name() const override { return "superres"; }
   torch::nn::Module& network() override { return *net_; }
+  // A SuperResModel's weights (improved-diffusion's, or a run without augmentation) start a run
+  // with augmentation too: aug_embed keeps its initialisation (its zero last layer ignores s).
   void load_initial_weights(const std::string& path) override {
-    model::load_state_dict(*net_, model::load_tensor_dict(path), "--init-from " + path);
+    model::TensorDict weights = model::load_tensor_dict(path);
+    const auto has_aug = [&] {
+      for (const auto& [name, t] : weights) {
+        if (name.rfind("aug_embed.", 0) == 0) return true;
+      }
+      return false;
+    };
+    if (net_->has_aug_embedding() && !has_aug()) {
+      for (const auto& item : net_->named_parameters()) {
+        if (item.key().rfind("aug_embed.", 0) == 0) weights.emplace_back(item.key(), item.value().detach().clone());
+      }
+    }
+    model::load_state_dict(*net_, weights, "--init-from " + path);
   }
   int64_t num_timesteps() const override { return diffusion_->num_timesteps(); }
   model::TensorDict state() const override { return timestep_sampler_->state(); }
