@@ -1,6 +1,6 @@
-// ddpm_sample --cascade BASE_RUN,SR_RUN: samples of a base model super-resolved by a --task
-// superres model (Ho et al. 2021, cascaded diffusion; improved-diffusion's super_res_sample.py on
-// image_sample.py's output).
+// ddpm_sample --cascade BASE,SR_RUN: samples of a base model (a run, or an .npz of its samples)
+// super-resolved by a --task superres model (Ho et al. 2021, cascaded diffusion; improved-
+// diffusion's super_res_sample.py on image_sample.py's output).
 #pragma once
 #include <c10/core/Device.h>
 
@@ -32,5 +32,11 @@ struct CascadeArgs {
 int run_cascade(trainer::LoadedModel& base, const diffusion::GaussianDiffusion& base_diffusion,
                 const trainer::SampleRequest& base_req, const CascadeArgs& args, dist::Communicator& comm,
                 const c10::Device& device);
+
+// The same from stored base samples (improved-diffusion's super_res_sample.py --base_samples):
+// arr_0 uint8 (N, h, w, C) of `npz` (arr_1 labels passed through), images [0, num_samples).
+// sr_settings: the sampler settings and seed (the SR stage draws from (seed + 1, i)).
+int run_cascade_from_npz(const std::string& npz, const trainer::SampleRequest& sr_settings, const CascadeArgs& args,
+                         dist::Communicator& comm, const c10::Device& device);
 
 }  // namespace ddpm::sample

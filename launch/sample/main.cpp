@@ -126,6 +126,13 @@ SampleRequest make_request(const Args& a, const LoadedModel& m) {
 int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   resolve_sampler(a);
+  const std::string& base = a.checkpoint;
+  if (!a.cascade.sr.empty() && base.size() > 4 && base.compare(base.size() - 4, 4, ".npz") == 0) {
+    SampleRequest req;  // the SR stage's sampler settings; its shape comes from the SR run
+    req.respacing = a.respacing, req.sampler = a.sampler, req.sde_steps = a.steps, req.eta = a.eta;
+    req.clip_denoised = a.clip_denoised, req.seed = a.seed;
+    return ddpm::sample::run_cascade_from_npz(base, req, a.cascade, comm, ctx.device());
+  }
   LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   const SampleRequest req = make_request(a, m);
   const auto diffusion = ddpm::trainer::make_diffusion(m.config, a.respacing);
@@ -180,7 +187,7 @@ int main(int argc, char** argv) {
   auto* cascade = app.add_option("--cascade", a.cascade_spec,
                                  "BASE_RUN,SR_RUN: sample BASE_RUN (at the low resolution), then super-resolve with "
                                  "SR_RUN (--task superres); --out/--grid get the high resolution, *_low.npz/png the "
-                                 "base samples")
+                                 "base samples. BASE.npz,SR_RUN super-resolves stored samples (arr_0)")
                       ->excludes(checkpoint);
   checkpoint->excludes(cascade);
   app.add_option("--sr-respacing", a.cascade.respacing, "--cascade: respacing of the super-resolution stage (default: "

@@ -1,8 +1,8 @@
 // ddpm_sample --cascade and ddpm_eval --fid-npz on tiny checkpoints built here: a base U-Net at
 // 4x4 and a super-resolution U-Net 4 -> 8 (grey, T = 20, conditioning augmentation). The cascade
 // gives the same bytes on 1 and 2 ranks; its low-resolution samples are the base's own
-// (ddpm_sample --checkpoint), its high-resolution ones super_resolve of them with seed + 1; the
-// level flag is used; mismatched runs are refused. --fid-npz equals the float64 numpy FID
+// (ddpm_sample --checkpoint), its high-resolution ones super_resolve of them with seed + 1, also
+// from the low-res samples stored in an .npz; the level flag is used; mismatched runs are refused. --fid-npz equals the float64 numpy FID
 // (fid_train_reference.py) of the stored images, and of their bilinear upsampling.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -145,6 +145,15 @@ TEST_F(Cascade, BaseThenSuperResolutionTheSameBytesOnOneAndTwoRanks) {
   std::printf("[maxdiff] cascade npz vs in-process super_resolve: %d\n",
               (want.to(at::kInt) - high.to(at::kInt)).abs().max().item<int>());
   EXPECT_TRUE(at::equal(want, high));
+  // Stored base samples (improved-diffusion's --base_samples) give the same high resolution.
+  ASSERT_EQ(run(mpirun(2) + bin("ddpm_sample") + " --cascade " + dir_ + "/c1_low.npz," + dir_ + "/sr --num-samples 12 "
+                "--batch-size 4 --respacing 5 --seed 9 --out " + dir_ + "/n.npz", dir_ + "/n.txt"), 0)
+      << read_text(dir_ + "/n.txt");
+  EXPECT_EQ(file_bytes(dir_ + "/n.npz"), file_bytes(dir_ + "/c1.npz")) << "--cascade LOW.npz,SR vs --cascade BASE,SR";
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/c1_low.npz," + dir_ + "/sr --num-samples 13 --out " +
+                dir_ + "/x.npz", dir_ + "/n13.txt"), 0);
+  EXPECT_NE(read_text(dir_ + "/n13.txt").find("holds 12 images; give at most that many"), std::string::npos)
+      << read_text(dir_ + "/n13.txt");
   // The level is used: 0 gives other samples, as ddpm_sample --cond-aug-level 0 does.
   ASSERT_EQ(run(bin("ddpm_sample") + flags + " --cond-aug-level 0 --out " + dir_ + "/l0.npz", dir_ + "/l0.txt"), 0)
       << read_text(dir_ + "/l0.txt");
