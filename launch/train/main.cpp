@@ -13,6 +13,7 @@
 #include "ddpm/dist/context.h"
 #include "ddpm/dist/rank_main.h"
 #include "ddpm/trainer/config.h"
+#include "ddpm/trainer/host_memory.h"
 #include "ddpm/trainer/signals.h"
 #include "ddpm/trainer/train_loop.h"
 
@@ -31,6 +32,9 @@ int main(int argc, char** argv) {
   // A file-size limit (ulimit -f) must fail the write (EFBIG: the checkpoint error names the path
   // and keeps the previous checkpoint) instead of killing the rank with SIGXFSZ.
   std::signal(SIGXFSZ, SIG_IGN);
+  // Freed tensor memory stays in the process for the next step instead of being mapped afresh
+  // (page faults on every activation, every step; see host_memory.h).
+  ddpm::trainer::retain_freed_host_memory();
   // SIGTERM/SIGUSR1 are caught from the first instruction: one that arrives while MPI, the data
   // and the model are being set up stops the run after its first step with a checkpoint and exit
   // 75, instead of killing the rank with nothing saved.

@@ -87,7 +87,7 @@ std::vector<Field> build_fields() {
       make("task", model, "what the run trains: diffusion (image diffusion) | superres (a cascade's "
            "super-resolution model, see --low-res)", &C::task),
       make("model", model, "U-Net preset name (see model/unet)", &C::model),
-      make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"num_channels\":64}'",
+      make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"model_channels\":64}'",
            &C::model_overrides),
       make("num_classes", model, "classes for a class-conditional model (0 = unconditional)",
            &C::num_classes),

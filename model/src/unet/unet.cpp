@@ -31,12 +31,17 @@ std::shared_ptr<ResBlock> UNetImpl::res_block(int64_t ch, int64_t out_ch, Resamp
   o.use_scale_shift_norm = options_.use_scale_shift_norm;
   o.resample = r;
   o.use_checkpoint = options_.use_checkpoint;
+  o.fused_group_norm = options_.fused_group_norm;
   return std::make_shared<ResBlock>(o);
 }
 
 std::shared_ptr<AttentionBlock> UNetImpl::attention(int64_t ch) const {
   const int64_t heads = options_.num_head_channels > 0 ? ch / options_.num_head_channels : options_.num_heads;
-  return std::make_shared<AttentionBlock>(ch, heads, options_.use_checkpoint);
+  AttentionOptions o{ch, heads};
+  o.use_checkpoint = options_.use_checkpoint;
+  o.new_order = options_.use_new_attention_order;
+  o.sdpa = options_.sdpa_attention;
+  return std::make_shared<AttentionBlock>(o);
 }
 
 UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
@@ -118,7 +123,9 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
     out_conv->weight.zero_();
     out_conv->bias.zero_();
   }
-  out_ = register_module("out", torch::nn::Sequential(GroupNorm32(ch), torch::nn::SiLU(), out_conv));
+  out_norm_ = GroupNorm32(ch);
+  out_conv_ = out_conv;
+  out_ = register_module("out", torch::nn::Sequential(out_norm_, torch::nn::SiLU(), out_conv));
 }
 
 at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
@@ -167,7 +174,7 @@ at::Tensor UNetImpl::forward_embedded(const at::Tensor& x, const at::Tensor& emb
     h = b->forward(at::cat({h, hs.back()}, 1), emb);
     hs.pop_back();
   }
-  return out_->forward(h);  // (N, output_channels, H, W)
+  return out_conv_->forward(out_norm_->forward_silu(h, {}, {}, o.fused_group_norm));  // out: (N, output_channels, H, W)
 }
 
 int64_t UNetImpl::num_parameters() const {

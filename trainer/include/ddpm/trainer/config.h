@@ -61,7 +61,7 @@ struct TrainConfig {
   // --- model ---
   std::string task = "diffusion";    // what the run trains (trainer/task.h): diffusion | superres
   std::string model = "ddpm-cifar10";  // U-Net preset name (model/unet)
-  Json model_overrides = Json::object();  // U-Net option overrides, e.g. {"num_channels": 64}
+  Json model_overrides = Json::object();  // U-Net option overrides, e.g. {"model_channels": 64}
   int64_t num_classes = 0;           // > 0: class-conditional
   double label_dropout = 0.0;        // probability a label is dropped (classifier-free guidance)
   // --- super-resolution (--task superres; Ho et al. 2021 cascaded diffusion) ---

@@ -43,7 +43,9 @@ class UNetImpl : public torch::nn::Module {
   std::shared_ptr<AttentionBlock> attention(int64_t ch) const;
 
   UNetOptions options_;
-  torch::nn::Sequential time_embed_{nullptr}, out_{nullptr};
+  torch::nn::Sequential time_embed_{nullptr}, out_{nullptr};  // out = [out_norm_, SiLU, out_conv_]
+  GroupNorm32 out_norm_{nullptr};
+  torch::nn::Conv2d out_conv_{nullptr};
   torch::nn::Embedding label_emb_{nullptr};
   torch::nn::ModuleList input_blocks_{nullptr}, output_blocks_{nullptr};
   TimestepEmbedSequential middle_block_{nullptr};
