@@ -2,7 +2,8 @@
 // T-step bound, calc_bpd_loop, split across ranks and all-reduced; or with --ode-bpd the exact
 // likelihood of the probability-flow ODE), or with --fid the FID of its samples against a reference
 // set (evaluation/fid_eval.h through trainer/fid_sampling.h, as in training; --sampler/--steps as
-// ddpm_sample's); rank 0 prints and writes a JSON summary.
+// ddpm_sample's), or with --fid-npz the FID of stored images (fid_npz.cpp); rank 0 prints and
+// writes a JSON summary.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +26,7 @@
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/fid_sampling.h"
 #include "ddpm/trainer/inference.h"
+#include "fid_npz.h"
 
 namespace {
 
@@ -42,6 +44,7 @@ struct Args {
   std::string sampler;  // --sampler / --steps (FID): resolve_sampler (inference.h), as ddpm_sample
   int64_t steps = 0;
   double dpm_lambda_min = ddpm::diffusion::kDpmSolverLambdaMin;
+  std::string fid_npz;  // --fid-npz: the FID of stored images instead of a checkpoint's samples
 };
 
 nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedModel& m,
@@ -238,9 +241,22 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
   return j;
 }
 
+int write_json(const Args& a, const nlohmann::ordered_json& j, int rank) {
+  if (rank != 0 || a.out_json.empty()) return 0;
+  std::ofstream f(a.out_json);
+  f << j.dump(2) << "\n";
+  if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
+  std::cout << "wrote " << a.out_json << std::endl;
+  return 0;
+}
+
 int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   if (!a.fid && (!a.sampler.empty() || a.steps != 0)) {
     throw std::invalid_argument("--sampler and --steps choose the FID's sampler: give --fid too");
+  }
+  if (!a.fid_npz.empty()) {
+    const ddpm::eval::FidNpzArgs n{a.fid_npz, a.data, a.fid_extractor, a.fid_stats, a.fid_samples, a.fid_batch};
+    return write_json(a, ddpm::eval::run_fid_npz(n, comm, ctx.device()), comm.rank());
   }
   ddpm::trainer::LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
@@ -250,12 +266,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   if (a.bpd || (!a.fid && !a.ode_bpd)) j = run_bpd(a, m, comm, ctx);
   if (a.ode_bpd) merge(run_ode_bpd(a, m, comm, ctx));
   if (a.fid) merge(run_fid(a, m, comm, ctx));
-  if (comm.rank() != 0 || a.out_json.empty()) return 0;
-  std::ofstream f(a.out_json);
-  f << j.dump(2) << "\n";
-  if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
-  std::cout << "wrote " << a.out_json << std::endl;
-  return 0;
+  return write_json(a, j, comm.rank());
 }
 
 }  // namespace
@@ -265,8 +276,12 @@ int main(int argc, char** argv) {
   const ddpm::dist::Context& ctx = mpi.context();
   Args a;
   CLI::App app{"ddpm_eval: bits/dim of a ddpm checkpoint on a test HDF5 set (full T-step bound, or with --ode-bpd the "
-               "probability-flow ODE's exact likelihood), or with --fid the FID of its samples"};
-  app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder")->required();
+               "probability-flow ODE's exact likelihood), or with --fid the FID of its samples (--fid-npz: of stored "
+               "images)"};
+  auto* checkpoint = app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder");
+  app.add_option("--fid-npz", a.fid_npz, "FID of the images of an .npz (arr_0, e.g. ddpm_sample's) against --data, "
+                 "resized bilinearly when their size differs (needs --fid-extractor; --fid-samples: the first N)")
+      ->excludes(checkpoint);
   app.add_option("--ema", a.ema, "EMA rate, or none for model.pt (default: the first EMA)");
   app.add_option("--data", a.data,
                  "test set (HDF5 written by ddpm_prepare); with --fid the reference set (default: the run's "
@@ -311,6 +326,10 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return ctx.rank == 0 ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
+  }
+  if (a.checkpoint.empty() && a.fid_npz.empty()) {
+    if (ctx.rank == 0) std::cerr << "give --checkpoint RUN (or --fid-npz FILE); see --help" << std::endl;
+    return 1;
   }
   return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {
     ddpm::dist::set_threads_per_rank(ctx);

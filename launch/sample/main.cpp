@@ -1,6 +1,7 @@
 // ddpm_sample: N samples from a checkpoint (raw or EMA weights), split across ranks, respaced
 // ancestral or DDIM sampling or a score-SDE sampler (--sampler), classifier-free guidance for class-conditional models; rank 0
 // writes improved-diffusion's .npz (arr_0 uint8 (N, H, W, C), arr_1 int64 labels) and a PNG grid.
+// --cascade BASE,SR: a base model's samples super-resolved by a --task superres model (cascade.cpp).
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -14,7 +15,6 @@
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/images.h"
-#include "ddpm/data/npy.h"
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
@@ -22,6 +22,8 @@
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
+#include "cascade.h"
+#include "sample_io.h"
 
 namespace {
 
@@ -29,7 +31,8 @@ using ddpm::trainer::LoadedModel;
 using ddpm::trainer::SampleRequest;
 
 struct Args {
-  std::string checkpoint, ema, respacing, class_spec = "random", out, grid, sampler;
+  std::string checkpoint, ema, respacing, class_spec = "random", out, grid, sampler, cascade_spec;
+  ddpm::sample::CascadeArgs cascade;
   int64_t num_samples = 16, batch_size = 16, image_size = 0, channels = 0, steps = 0;
   double eta = 0.0, guidance_scale = 1.0, dpm_lambda_min = ddpm::diffusion::kDpmSolverLambdaMin;
   bool guidance = false, clip_denoised = true;
@@ -90,9 +93,17 @@ SampleRequest make_request(const Args& a, const LoadedModel& m) {
 int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   ddpm::trainer::resolve_sampler(a.sampler, a.steps, a.respacing);
+  const std::string& base = a.checkpoint;
+  if (!a.cascade.sr.empty() && base.size() > 4 && base.compare(base.size() - 4, 4, ".npz") == 0) {
+    SampleRequest req;  // the SR stage's sampler settings; its shape comes from the SR run
+    req.respacing = a.respacing, req.sampler = a.sampler, req.sde_steps = a.steps, req.eta = a.eta;
+    req.clip_denoised = a.clip_denoised, req.seed = a.seed, req.dpm_lambda_min = a.dpm_lambda_min;
+    return ddpm::sample::run_cascade_from_npz(base, req, a.cascade, comm, ctx.device());
+  }
   LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   const SampleRequest req = make_request(a, m);
   const auto diffusion = ddpm::trainer::make_diffusion(m.config, a.respacing);
+  if (!a.cascade.sr.empty()) return ddpm::sample::run_cascade(m, diffusion, req, a.cascade, comm, ctx.device());
   const auto [begin, end] = ddpm::trainer::rank_range(a.num_samples, comm.rank(), comm.world_size());
   if (comm.rank() == 0) {
     std::cout << "ddpm_sample: " << m.checkpoint << " (step " << m.step << ", weights "
@@ -120,31 +131,15 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
     }
   }
   const std::vector<int64_t> hwc = {0, req.height, req.width, req.channels};
-  at::Tensor mine_images = images.empty() ? at::empty(hwc, at::kByte) : at::cat(images, 0);  // (n, H, W, C)
-  // Gathered in uint8 where the communicator works (CPU for MPI, the GPU for NCCL).
-  const c10::Device comm_device = comm.device();
-  std::vector<at::Tensor> all = comm.all_gather_v(mine_images.to(comm_device));
-  std::vector<at::Tensor> all_labels;
+  const at::Tensor mine_images = images.empty() ? at::empty(hwc, at::kByte) : at::cat(images, 0);  // (n, H, W, C)
+  at::Tensor mine_labels;
   if (m.unet->options().num_classes.value_or(0) > 0) {
-    at::Tensor l = labels.empty() ? at::empty({0}, at::kLong) : at::cat(labels, 0);
-    all_labels = comm.all_gather_v(l.to(comm_device));
+    mine_labels = labels.empty() ? at::empty({0}, at::kLong) : at::cat(labels, 0);
   }
+  const int64_t written = ddpm::sample::gather_and_write(comm, mine_images, mine_labels, a.out, a.grid);
   if (comm.rank() != 0) return 0;
-  for (auto& t : all) t = t.cpu();
-  for (auto& t : all_labels) t = t.cpu();
-  const at::Tensor arr0 = at::cat(all, 0);  // (N, H, W, C) uint8
-  std::vector<std::pair<std::string, at::Tensor>> arrays = {{"arr_0", arr0}};
-  if (!all_labels.empty()) arrays.emplace_back("arr_1", at::cat(all_labels, 0));
-  ddpm::data::write_npz(a.out, arrays);
-  std::cout << "wrote " << a.out << " (arr_0 " << arr0.sizes() << " uint8" << (all_labels.empty() ? "" : ", arr_1 labels")
-            << ")" << std::endl;
-  if (!a.grid.empty()) {
-    const int64_t ncols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(arr0.size(0)))));
-    ddpm::data::write_png_grid(a.grid, arr0, std::max<int64_t>(1, ncols));
-    std::cout << "wrote " << a.grid << std::endl;
-  }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("done: %lld samples in %.1f s\n", static_cast<long long>(arr0.size(0)), s);
+  std::printf("done: %lld samples in %.1f s\n", static_cast<long long>(written), s);
   return 0;
 }
 
@@ -155,7 +150,17 @@ int main(int argc, char** argv) {
   const ddpm::dist::Context& ctx = mpi.context();
   Args a;
   CLI::App app{"ddpm_sample: samples from a ddpm checkpoint into an .npz (improved-diffusion's format) and a PNG grid"};
-  app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder")->required();
+  auto* checkpoint = app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder");
+  auto* cascade = app.add_option("--cascade", a.cascade_spec,
+                                 "BASE_RUN,SR_RUN: sample BASE_RUN (at the low resolution), then super-resolve with "
+                                 "SR_RUN (--task superres); --out/--grid get the high resolution, *_low.npz/png the "
+                                 "base samples. BASE.npz,SR_RUN super-resolves stored samples (arr_0)")
+                      ->excludes(checkpoint);
+  checkpoint->excludes(cascade);
+  app.add_option("--sr-respacing", a.cascade.respacing, "--cascade: respacing of the super-resolution stage (default: "
+                 "--respacing)");
+  app.add_option("--cond-aug-level", a.cascade.level, "--cascade: conditioning-augmentation level of the base samples "
+                 "(default: the SR run's cond_aug_level)");
   app.add_option("--ema", a.ema, "EMA rate to sample from, or none for model.pt (default: the first EMA)");
   app.add_option("--num-samples", a.num_samples, "samples over all ranks")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--batch-size", a.batch_size, "samples per forward on one rank")->capture_default_str()->check(CLI::PositiveNumber);
@@ -182,6 +187,20 @@ int main(int argc, char** argv) {
     return ctx.rank == 0 ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
   }
   a.guidance = app.count("--guidance-scale") > 0;
+  if (!a.cascade_spec.empty()) {
+    const auto comma = a.cascade_spec.find(',');
+    if (comma == std::string::npos || comma == 0 || comma + 1 == a.cascade_spec.size()) {
+      if (ctx.rank == 0) std::cerr << "--cascade " << a.cascade_spec << ": give BASE_RUN,SR_RUN" << std::endl;
+      return 1;
+    }
+    a.checkpoint = a.cascade_spec.substr(0, comma);
+    a.cascade.sr = a.cascade_spec.substr(comma + 1);
+    a.cascade.out = a.out, a.cascade.grid = a.grid, a.cascade.ema = a.ema;
+    a.cascade.num_samples = a.num_samples, a.cascade.batch_size = a.batch_size;
+  } else if (a.checkpoint.empty()) {
+    if (ctx.rank == 0) std::cerr << "give --checkpoint RUN (or --cascade BASE_RUN,SR_RUN); see --help" << std::endl;
+    return 1;
+  }
   return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {
     ddpm::dist::set_threads_per_rank(ctx);
     comm = ddpm::dist::make_communicator(ctx);

@@ -27,6 +27,7 @@ std::vector<Field> build_fields() {
   const char* prec = "Precision";
   const char* diff = "Diffusion";
   const char* model = "Model";
+  const char* sr = "Super-resolution";
   const char* ckpt = "Checkpoints";
   const char* smp = "Sampling and evaluation";
   const char* log = "Logging and metrics";
@@ -83,7 +84,8 @@ std::vector<Field> build_fields() {
       make("rescale_timesteps", diff, "network sees t * 1000 / T", &C::rescale_timesteps),
       make("timestep_sampler", diff, "uniform | loss-second-moment (importance sampling)",
            &C::timestep_sampler),
-      make("task", model, "what the run trains: diffusion (image diffusion)", &C::task),
+      make("task", model, "what the run trains: diffusion (image diffusion) | superres (a cascade's "
+           "super-resolution model, see --low-res)", &C::task),
       make("model", model, "U-Net preset name (see model/unet)", &C::model),
       make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"model_channels\":64}'",
            &C::model_overrides),
@@ -91,6 +93,13 @@ std::vector<Field> build_fields() {
            &C::num_classes),
       make("label_dropout", model, "probability a label is dropped (classifier-free guidance)",
            &C::label_dropout),
+      make("low_res", sr, "--task superres: the low resolution N; the model is conditioned on the training "
+           "image area-downsampled to N x N (N < the image size and dividing it)", &C::low_res),
+      make("cond_aug_max", sr, "--task superres: Gaussian conditioning augmentation, the low-res input noised "
+           "by the forward process to a level s uniform in {0..S} (a timestep; s is given to the network); "
+           "0 = off (improved-diffusion's SuperResModel)", &C::cond_aug_max),
+      make("cond_aug_level", sr, "--task superres: the level s of the low-res input when sampling (grids, FID, "
+           "ddpm_sample --cascade), in [0, cond_aug_max]", &C::cond_aug_level, true),
       make("seed", run, "seed of parameters, noise, timesteps and data order", &C::seed),
       make("collective_timeout", run, "seconds a rank may wait inside one collective before every rank is "
            "ended (a peer hung or died; 0 = wait forever)", &C::collective_timeout, true),

@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "config_fields.h"
 #include "ddpm/data/files.h"
@@ -139,12 +140,47 @@ void check_diffusion_and_model(const TrainConfig& c) {
   one_of("var_type", c.var_type, {"fixed-small", "fixed-large", "learned", "learned-range"});
   one_of("loss_type", c.loss_type, {"mse", "rescaled-mse", "kl", "rescaled-kl"});
   one_of("timestep_sampler", c.timestep_sampler, {"uniform", "loss-second-moment"});
-  one_of("task", c.task, {"diffusion"});
+  one_of("task", c.task, {"diffusion", "superres"});
   if (c.model.empty()) bad("model", "is empty; name a U-Net preset, e.g. --model ddpm-cifar10");
   at_least("num_classes", c.num_classes, 0, "0 means unconditional");
   if (!(c.label_dropout >= 0 && c.label_dropout < 1)) bad("label_dropout", "must be in [0, 1)");
   if (c.label_dropout > 0 && c.num_classes == 0) {
     bad("label_dropout", "is set but --num-classes is 0; label dropout needs a class-conditional model");
+  }
+}
+
+// --task superres: the low resolution and conditioning augmentation (the image size is checked
+// against the data by the task, superres_task.cpp).
+void check_superres(const TrainConfig& c) {
+  at_least("low_res", c.low_res, 0);
+  at_least("cond_aug_max", c.cond_aug_max, 0, "0 turns conditioning augmentation off");
+  at_least("cond_aug_level", c.cond_aug_level, 0, "0 samples from the clean low-res image");
+  if (c.task != "superres") {
+    const std::pair<const char*, int64_t> keys[] = {
+        {"low_res", c.low_res}, {"cond_aug_max", c.cond_aug_max}, {"cond_aug_level", c.cond_aug_level}};
+    for (const auto& [key, value] : keys) {
+      if (value != 0) bad(key, "applies to --task superres only; drop it or add --task superres");
+    }
+    return;
+  }
+  if (c.low_res == 0) bad("low_res", "is required with --task superres: give the resolution to super-resolve from, "
+                                     "e.g. --low-res 14 for 28 px images");
+  if (c.cond_aug_max >= c.diffusion_steps) {
+    bad("cond_aug_max", "is " + std::to_string(c.cond_aug_max) + ": levels are timesteps of the schedule, give at "
+                            "most diffusion_steps - 1 = " + std::to_string(c.diffusion_steps - 1));
+  }
+  if (c.cond_aug_level > c.cond_aug_max) {
+    bad("cond_aug_level", "is " + std::to_string(c.cond_aug_level) + " but the model is trained on levels up to "
+                              "--cond-aug-max " + std::to_string(c.cond_aug_max) +
+                              (c.cond_aug_max == 0 ? " (no augmentation: it has no level input); give 0"
+                                                   : "; give a level in [0, " + std::to_string(c.cond_aug_max) + "]"));
+  }
+  if (c.num_classes > 0) {
+    bad("num_classes", "--task superres trains unconditional super-resolution models only; give --num-classes 0");
+  }
+  if (c.bpd_every > 0) {
+    bad("bpd_every", "--task superres has no bits/dim evaluation (its likelihood is conditional on the low-res "
+                     "image); give --bpd-every 0");
   }
 }
 
@@ -184,6 +220,7 @@ void validate(const TrainConfig& c) {
   check_optimizer(c);
   check_precision(c);
   check_diffusion_and_model(c);
+  check_superres(c);
   check_outputs(c);
 }
 

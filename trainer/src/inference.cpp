@@ -72,15 +72,15 @@ at::Tensor stack_or_empty(std::vector<at::Tensor> parts, at::IntArrayRef shape, 
 
 }  // namespace
 
-LoadedModel load_model(const std::string& spec, const std::string& ema, const c10::Device& device) {
+CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::string& ema) {
   auto [state, path] = resolve_checkpoint(spec);
-  LoadedModel m;
+  CheckpointWeights m;
   m.checkpoint = path;
   m.step = state.step;
   m.config = config_from_json(state.config, path + "/state.json (config)");
   for (const auto& [rate, dict] : state.emas) m.available_ema_rates.push_back(rate);
-  model::TensorDict weights = std::move(state.model);
-  std::string source = path + "/model.pt";
+  m.weights = std::move(state.model);
+  m.source = path + "/model.pt";
   if (ema != "none" && !(ema.empty() && state.emas.empty())) {
     const model::TensorDict* chosen = nullptr;
     if (ema.empty()) {
@@ -107,11 +107,27 @@ LoadedModel load_model(const std::string& spec, const std::string& ema, const c1
                                     rates_text(m.available_ema_rates) + ", or none for the raw weights");
       }
     }
-    source = path + "/" + ema_file_name(*m.ema_rate);
-    weights = merge_ema(std::move(weights), *chosen, source);
+    m.source = path + "/" + ema_file_name(*m.ema_rate);
+    m.weights = merge_ema(std::move(m.weights), *chosen, m.source);
   }
+  return m;
+}
+
+LoadedModel load_model(const std::string& spec, const std::string& ema, const c10::Device& device) {
+  CheckpointWeights w = load_checkpoint_weights(spec, ema);
+  if (w.config.task == "superres") {
+    throw std::invalid_argument("--checkpoint " + spec + ": a super-resolution run (--task superres, low-res " +
+                                std::to_string(w.config.low_res) + "); sample it after a base model with "
+                                "ddpm_sample --cascade BASE_RUN," + spec);
+  }
+  LoadedModel m;
+  m.config = std::move(w.config);
+  m.checkpoint = std::move(w.checkpoint);
+  m.step = w.step;
+  m.ema_rate = w.ema_rate;
+  m.available_ema_rates = std::move(w.available_ema_rates);
   m.unet = make_unet(m.config);
-  model::load_unet_state_dict(m.unet, std::move(weights), source);
+  model::load_unet_state_dict(m.unet, std::move(w.weights), w.source);
   m.unet->to(device);
   m.unet->eval();
   return m;
@@ -155,11 +171,43 @@ at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices,
   return stack_or_empty(std::move(parts), shape, at::kFloat);
 }
 
+at::Tensor draw_per_sample(std::vector<at::Generator>& gens, at::IntArrayRef shape, const c10::Device& device) {
+  std::vector<at::Tensor> parts;
+  for (auto& g : gens) parts.push_back(at::randn(shape, g, at::kFloat));
+  return stack_or_empty(std::move(parts), shape, at::kFloat).to(device);  // (n, *shape)
+}
+
+at::Tensor sample_with_generators(const diffusion::ModelFn& fn, const diffusion::GaussianDiffusion& diffusion,
+                                  const SampleRequest& req, std::vector<at::Generator>& gens,
+                                  const c10::Device& device) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = static_cast<int64_t>(gens.size());
+  const std::vector<int64_t> chw = {req.channels, req.height, req.width};
+  if (n == 0) return at::empty({0, req.channels, req.height, req.width}, at::kFloat);
+  const auto draw = [&] { return draw_per_sample(gens, chw, device); };  // (n, C, H, W)
+  at::Tensor x = draw();  // x_T, (n, C, H, W)
+  if (is_sde_sampler(req.sampler)) {
+    diffusion::SdeSampleOptions o;
+    o.steps = req.sde_steps > 0 ? req.sde_steps : diffusion.num_timesteps();
+    o.clip_denoised = req.clip_denoised;
+    o.lambda_min = req.dpm_lambda_min;
+    o.noise = draw;
+    return diffusion::sde_sample_loop(diffusion, diffusion::parse_sde_sampler(req.sampler), fn, x, o).cpu();
+  }
+  const bool ddim = req.sampler == "ddim" || (req.sampler.empty() && uses_ddim(req.respacing));
+  for (int64_t i = diffusion.num_timesteps() - 1; i >= 0; --i) {
+    const at::Tensor t = at::full({n}, i, at::TensorOptions().dtype(at::kLong).device(device));
+    const at::Tensor noise = draw();
+    x = ddim ? diffusion.ddim_sample(fn, x, t, req.clip_denoised, req.eta, std::nullopt, noise).sample
+             : diffusion.p_sample(fn, x, t, req.clip_denoised, std::nullopt, noise).sample;
+  }
+  return x.cpu();
+}
+
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device) {
   torch::NoGradGuard no_grad;
-  const int64_t n = end - begin, classes = m.unet->options().num_classes.value_or(0);
-  const std::vector<int64_t> chw = {req.channels, req.height, req.width};
+  const int64_t classes = m.unet->options().num_classes.value_or(0);
   std::vector<at::Generator> gens;
   std::vector<int64_t> labels_v;
   for (int64_t i = begin; i < end; ++i) {
@@ -169,37 +217,15 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
       labels_v.push_back(req.class_label >= 0 ? req.class_label : drawn);
     }
   }
-  const auto draw = [&] {  // (n, C, H, W) on device, one draw from each sample's generator
-    std::vector<at::Tensor> parts;
-    for (auto& g : gens) parts.push_back(at::randn(chw, g, at::kFloat));
-    return stack_or_empty(std::move(parts), chw, at::kFloat).to(device);
-  };
   SampleBatch out;
   if (classes > 0) out.labels = at::tensor(labels_v, at::kLong);
-  if (n == 0) {
+  if (gens.empty()) {
     out.images = at::empty({0, req.channels, req.height, req.width}, at::kFloat);
     return out;
   }
   const at::Tensor y = out.labels.defined() ? out.labels.to(device) : at::Tensor();
   const diffusion::ModelFn fn = req.guidance ? guided_model_fn(m.unet, y, req.guidance_scale) : model_fn(m.unet, y);
-  at::Tensor x = draw();  // x_T, (n, C, H, W)
-  if (is_sde_sampler(req.sampler)) {
-    diffusion::SdeSampleOptions o;
-    o.steps = req.sde_steps > 0 ? req.sde_steps : diffusion.num_timesteps();
-    o.clip_denoised = req.clip_denoised;
-    o.lambda_min = req.dpm_lambda_min;
-    o.noise = draw;
-    out.images = diffusion::sde_sample_loop(diffusion, diffusion::parse_sde_sampler(req.sampler), fn, x, o).cpu();
-    return out;
-  }
-  const bool ddim = req.sampler == "ddim" || (req.sampler.empty() && uses_ddim(req.respacing));
-  for (int64_t i = diffusion.num_timesteps() - 1; i >= 0; --i) {
-    const at::Tensor t = at::full({n}, i, at::TensorOptions().dtype(at::kLong).device(device));
-    const at::Tensor noise = draw();
-    x = ddim ? diffusion.ddim_sample(fn, x, t, req.clip_denoised, req.eta, std::nullopt, noise).sample
-             : diffusion.p_sample(fn, x, t, req.clip_denoised, std::nullopt, noise).sample;
-  }
-  out.images = x.cpu();
+  out.images = sample_with_generators(fn, diffusion, req, gens, device);
   return out;
 }
 

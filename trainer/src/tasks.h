@@ -12,4 +12,9 @@ namespace ddpm::trainer::detail {
 std::unique_ptr<TrainTask> make_diffusion_task(const TrainConfig& config, const data::DatasetInfo& info,
                                                const c10::Device& device);
 
+// --task superres (superres_task.cpp): a cascade's super-resolution model, conditioned on the
+// training image area-downsampled to --low-res, with conditioning augmentation.
+std::unique_ptr<TrainTask> make_superres_task(const TrainConfig& config, const data::DatasetInfo& info,
+                                              const c10::Device& device);
+
 }  // namespace ddpm::trainer::detail

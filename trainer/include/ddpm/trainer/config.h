@@ -59,11 +59,15 @@ struct TrainConfig {
   bool rescale_timesteps = false;    // network sees t * 1000 / T
   std::string timestep_sampler = "uniform";  // uniform | loss-second-moment
   // --- model ---
-  std::string task = "diffusion";    // what the run trains (trainer/task.h): diffusion
+  std::string task = "diffusion";    // what the run trains (trainer/task.h): diffusion | superres
   std::string model = "ddpm-cifar10";  // U-Net preset name (model/unet)
   Json model_overrides = Json::object();  // U-Net option overrides, e.g. {"model_channels": 64}
   int64_t num_classes = 0;           // > 0: class-conditional
   double label_dropout = 0.0;        // probability a label is dropped (classifier-free guidance)
+  // --- super-resolution (--task superres; Ho et al. 2021 cascaded diffusion) ---
+  int64_t low_res = 0;               // N: the conditioning image is the training image area-downsampled to N x N
+  int64_t cond_aug_max = 0;          // conditioning augmentation: training levels s uniform in {0..max}, 0 = off
+  int64_t cond_aug_level = 0;        // the fixed level s of the conditioning image when sampling
   // --- reproducibility ---
   int64_t seed = 0;
   double collective_timeout = 1800.0;  // seconds in one collective before the job is ended (0 = none)

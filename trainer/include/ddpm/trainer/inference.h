@@ -15,6 +15,7 @@
 
 #include "ddpm/model/diffusion/gaussian_diffusion.h"
 #include "ddpm/model/diffusion/sde_samplers.h"
+#include "ddpm/model/tensor_dict.h"
 #include "ddpm/model/unet/unet.h"
 #include "ddpm/trainer/config.h"
 
@@ -33,6 +34,19 @@ struct LoadedModel {
   std::optional<double> ema_rate;     // the EMA whose weights were loaded; empty = model.pt
   std::vector<double> available_ema_rates;
 };
+
+// A checkpoint's config and weights before any network is built: model.pt by name, with the
+// parameters of the chosen EMA swapped in (load_model's first half; tasks with other networks,
+// such as the super-resolution U-Net, build theirs from it). spec and ema as for load_model.
+struct CheckpointWeights {
+  TrainConfig config;
+  model::TensorDict weights;
+  std::string checkpoint, source;  // the folder loaded; the file the weights name in errors
+  int64_t step = 0;
+  std::optional<double> ema_rate;
+  std::vector<double> available_ema_rates;
+};
+CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::string& ema);
 
 // spec: a checkpoint folder (holding MANIFEST.json) or a run dir (its newest checkpoint that
 // verifies). ema: "" = the checkpoint's first EMA rate (model.pt when it has none), "none" =
@@ -75,6 +89,16 @@ struct SampleRequest {
 struct SampleBatch {
   at::Tensor images, labels;
 };
+// The loop of sample_indices for any network: x_T and then every step's noise (req's C, H, W)
+// drawn from gens[k] for the k-th sample (one generator per sample, advanced in place; draws made
+// from them before are kept), ancestral, DDIM or a score-SDE sampler as req says. -> (n, C, H, W)
+// float on the CPU, n = gens.size().
+at::Tensor sample_with_generators(const diffusion::ModelFn& fn, const diffusion::GaussianDiffusion& diffusion,
+                                  const SampleRequest& req, std::vector<at::Generator>& gens,
+                                  const c10::Device& device);
+// (n, *shape) standard normal on `device`, one draw from each generator.
+at::Tensor draw_per_sample(std::vector<at::Generator>& gens, at::IntArrayRef shape, const c10::Device& device);
+
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device);
 

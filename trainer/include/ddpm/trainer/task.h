@@ -3,6 +3,7 @@
 // TrainTask owns the network it trains, how a microbatch of data becomes a loss, and how a
 // network with given weights makes images (sample grids, FID) or bits/dim. One loop, many tasks:
 //   diffusion   image diffusion, class-conditional or not (DiffusionTask, diffusion_task.cpp)
+//   superres    a cascade's super-resolution model (SuperResTask, superres_task.cpp)
 // make_train_task() picks the task of --task; a new task is a class and a line there.
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -13,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "ddpm/model/tensor_dict.h"
 #include "ddpm/trainer/config.h"
@@ -80,6 +82,11 @@ class TrainTask {
   // function when the task makes no images (then no grid and no FID; the config check refuses
   // --sample-every / --fid-every for it).
   virtual IndexSampler image_sampler(const EvalRequest& req) = 0;
+
+  // A sample grid's tiles and column count from the samples [0, S) of image_sampler, (S, C, H, W)
+  // in [-1, 1] on the CPU (rank 0). Default: the samples, ceil(sqrt(S)) columns; superres shows
+  // each sample beside its low-res input and the original.
+  virtual std::pair<at::Tensor, int64_t> grid(const at::Tensor& samples) const;
 
   // Bits/dim of images uint8 (N, H, W, C) (this rank's share, global indices from `first`) under a
   // network with `weights`; a collective over `comm`. Throws std::invalid_argument for a task
