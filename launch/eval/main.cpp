@@ -1,7 +1,9 @@
 // ddpm_eval: bits/dim of a checkpoint's model (raw or EMA weights) on a test HDF5 set (the full
 // T-step bound, calc_bpd_loop, split across ranks and all-reduced), or with --fid the FID of its
 // samples against a reference set (evaluation/fid_eval.h through trainer/fid_sampling.h, as in
-// training); rank 0 prints and writes a JSON summary.
+// training), or with --samples the FID of an .npz of samples (ddpm_sample's output) and, with a
+// domain extractor and the samples' labels, the domain classifier's accuracy on them (how well
+// guided samples show their class); rank 0 prints and writes a JSON summary.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -10,11 +12,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 
 #include "ddpm/data/dataset.h"
+#include "ddpm/data/npy.h"
+#include "ddpm/evaluation/domain_net.h"
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
@@ -27,7 +32,7 @@
 namespace {
 
 struct Args {
-  std::string checkpoint, ema, data, out_json;
+  std::string checkpoint, ema, data, out_json, samples;
   int64_t num_samples = 0, batch_size = 8;
   bool clip_denoised = true;
   int64_t seed = -1;  // -1: 0 for bits/dim, the run's sample_seed for FID
@@ -154,7 +159,88 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
   return j;
 }
 
+// The domain classifier's top-1 accuracy on images uint8 (N, H, W, C) against labels (N), as in
+// ddpm_fid_net's test accuracy (inputs in [0, 1]).
+double domain_accuracy(const std::string& net_path, const at::Tensor& images, const at::Tensor& labels,
+                       const c10::Device& device) {
+  torch::NoGradGuard no_grad;
+  ddpm::evaluation::DomainNet net = ddpm::evaluation::load_domain_net(net_path);
+  net->to(device);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < images.size(0); i += 256) {
+    const at::Tensor x = images.slice(0, i, i + 256).permute({0, 3, 1, 2}).to(at::kFloat).div(255.0).to(device);
+    const at::Tensor y = labels.slice(0, i, i + 256).to(device);
+    correct += (net->forward(x).argmax(1) == y).sum().item<int64_t>();
+  }
+  return images.size(0) > 0 ? static_cast<double>(correct) / static_cast<double>(images.size(0)) : 0.0;
+}
+
+// --samples: the FID of an .npz's images against --data's reference statistics and, with a domain
+// extractor and labels (arr_1), the domain classifier's accuracy on those labels.
+nlohmann::ordered_json run_samples(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
+  const auto npz = ddpm::data::read_npz(a.samples);
+  if (!npz.count("arr_0") || npz.at("arr_0").dim() != 4 || npz.at("arr_0").scalar_type() != at::kByte) {
+    throw std::invalid_argument("--samples " + a.samples + ": expected arr_0 uint8 (N, H, W, C), as ddpm_sample writes");
+  }
+  const at::Tensor images = npz.at("arr_0");  // (N, H, W, C)
+  const at::Tensor labels = npz.count("arr_1") ? npz.at("arr_1").to(at::kLong) : at::Tensor();
+  if (a.fid_extractor.empty() || a.data.empty()) {
+    throw std::invalid_argument("--samples needs --fid-extractor (e.g. domain:fmnist_net.pt) and --data (the reference "
+                                "set, e.g. the training HDF5)");
+  }
+  ddpm::evaluation::FidSettings s;
+  s.extractor = a.fid_extractor;
+  s.data = a.data;
+  s.samples = a.fid_samples > 0 ? std::min(a.fid_samples, images.size(0)) : images.size(0);
+  const std::string folder = std::filesystem::path(a.samples).parent_path().string();
+  s.stats_path = !a.fid_stats.empty() ? a.fid_stats
+                                      : ddpm::evaluation::default_fid_stats_path(s.data, folder.empty() ? "." : folder);
+  s.batch_size = a.fid_batch > 0 ? a.fid_batch : 250;
+  const auto print = [](const std::string& line) { std::cout << line << std::endl; };
+  ddpm::evaluation::FidEvaluation fid(s, comm, ctx.device(), print);
+  if (comm.rank() == 0) {
+    std::cout << "ddpm_eval --samples: " << a.samples << ", " << s.samples << " of " << images.size(0)
+              << " images, extractor " << fid.extractor_name() << ", reference " << s.data << ", "
+              << comm.world_size() << " rank(s)" << std::endl;
+  }
+  // u -> (u + 0.5) / 127.5 - 1, which FidEvaluation quantises back to u exactly.
+  const auto sampler = [&images](int64_t begin, int64_t end) {
+    return images.slice(0, begin, end).permute({0, 3, 1, 2}).to(at::kFloat).add(0.5).div(127.5).sub(1.0);
+  };
+  const ddpm::evaluation::FidReport r = fid.evaluate(sampler);
+  if (comm.rank() != 0) return {};
+  std::printf("fid %.6f  extractor=%s samples=%lld seconds=%.1f\n", r.fid, r.extractor.c_str(),
+              static_cast<long long>(r.samples), r.seconds);
+  nlohmann::ordered_json j;
+  j["samples_file"] = a.samples;
+  j["fid"] = r.fid;
+  j["fid_extractor"] = r.extractor;
+  j["fid_samples"] = r.samples;
+  j["fid_data"] = s.data;
+  j["fid_stats"] = s.stats_path;
+  const ddpm::evaluation::ExtractorSpec spec = ddpm::evaluation::parse_extractor_spec(s.extractor);
+  if (labels.defined() && spec.kind == "domain") {
+    const at::Tensor used = images.slice(0, 0, s.samples), used_labels = labels.slice(0, 0, s.samples);
+    const double acc = domain_accuracy(spec.path, used, used_labels, ctx.device());
+    std::printf("accuracy %.4f  (domain classifier %s on the labels arr_1, %lld samples)\n", acc, r.extractor.c_str(),
+                static_cast<long long>(s.samples));
+    j["accuracy"] = acc;
+  }
+  j["ranks"] = comm.world_size();
+  return j;
+}
+
 int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
+  if (!a.samples.empty()) {
+    const nlohmann::ordered_json j = run_samples(a, comm, ctx);
+    if (comm.rank() != 0 || a.out_json.empty()) return 0;
+    std::ofstream f(a.out_json);
+    f << j.dump(2) << "\n";
+    if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
+    std::cout << "wrote " << a.out_json << std::endl;
+    return 0;
+  }
+  if (a.checkpoint.empty()) throw std::invalid_argument("--checkpoint is required (or --samples FILE.npz)");
   ddpm::trainer::LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   if (!a.fid || a.bpd) j = run_bpd(a, m, comm, ctx);
@@ -177,8 +263,12 @@ int main(int argc, char** argv) {
   const ddpm::dist::Context& ctx = mpi.context();
   Args a;
   CLI::App app{"ddpm_eval: bits/dim of a ddpm checkpoint on a test HDF5 set (full T-step bound), or with --fid the "
-               "FID of its samples"};
-  app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder")->required();
+               "FID of its samples, or with --samples the FID (and domain accuracy) of an .npz of samples"};
+  app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder");
+  app.add_option("--samples", a.samples,
+                 "instead of a checkpoint: the FID of an .npz of samples (ddpm_sample --out) against --data, needs "
+                 "--fid-extractor; with a domain extractor and labels (arr_1) also the domain classifier's accuracy "
+                 "on them");
   app.add_option("--ema", a.ema, "EMA rate, or none for model.pt (default: the first EMA)");
   app.add_option("--data", a.data,
                  "test set (HDF5 written by ddpm_prepare); with --fid the reference set (default: the run's "

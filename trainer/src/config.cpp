@@ -83,7 +83,8 @@ std::vector<Field> build_fields() {
       make("rescale_timesteps", diff, "network sees t * 1000 / T", &C::rescale_timesteps),
       make("timestep_sampler", diff, "uniform | loss-second-moment (importance sampling)",
            &C::timestep_sampler),
-      make("task", model, "what the run trains: diffusion (image diffusion)", &C::task),
+      make("task", model, "what the run trains: diffusion (image diffusion) | classifier (noise classifier for "
+           "classifier guidance: the encoder half of --model, --num-classes logits)", &C::task),
       make("model", model, "U-Net preset name (see model/unet)", &C::model),
       make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"num_channels\":64}'",
            &C::model_overrides),

@@ -12,4 +12,8 @@ namespace ddpm::trainer::detail {
 std::unique_ptr<TrainTask> make_diffusion_task(const TrainConfig& config, const data::DatasetInfo& info,
                                                const c10::Device& device);
 
+// --task classifier (classifier_task.cpp): the noise-conditional classifier of classifier guidance.
+std::unique_ptr<TrainTask> make_classifier_task(const TrainConfig& config, const data::DatasetInfo& info,
+                                                const c10::Device& device);
+
 }  // namespace ddpm::trainer::detail
