@@ -205,12 +205,12 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
   const at::Tensor y_model = model_classes > 0 ? y : at::Tensor();
   const diffusion::ModelFn fn =
       req.guidance ? guided_model_fn(m.unet, y_model, req.guidance_scale) : model_fn(m.unet, y_model);
-  diffusion::CondFn cond_fn;  // classifier guidance
-  if (req.classifier) {
-    if (is_sde_sampler(req.sampler)) {
-      throw std::invalid_argument("--classifier: guidance works with the ancestral and DDIM samplers, not --sampler " +
-                                  req.sampler);
-    }
+  if (req.classifier && is_sde_sampler(req.sampler)) {
+    throw std::invalid_argument("--classifier: guidance works with the ancestral and DDIM samplers, not --sampler " +
+                                req.sampler);
+  }
+  diffusion::CondFn cond_fn;  // classifier guidance (none at scale 0: the same as the unguided sampler)
+  if (req.classifier && req.classifier_scale != 0.0) {
     cond_fn = diffusion::classifier_cond_fn(classifier_logits_fn(req.classifier->net, req.classifier->config), y,
                                             req.classifier_scale);
   }

@@ -84,7 +84,8 @@ struct SampleRequest {
   bool guidance = false;        // classifier-free guidance (class-conditional models)
   int64_t class_label = -1;     // >= 0 a fixed class; -1 = random per sample (from seed, index)
   // Classifier guidance (ancestral and DDIM only) when set: scale * grad log p(y | x_t, t) of this
-  // classifier (classifier.h); labels in [0, its classes) also for an unconditional model.
+  // classifier (classifier.h); labels in [0, its classes) also for an unconditional model. Scale 0
+  // draws the labels but leaves the sampler unguided.
   std::shared_ptr<LoadedClassifier> classifier;
   double classifier_scale = 1.0;
 };
