@@ -1,4 +1,4 @@
-// ddpm_eval --fid-npz; see fid_npz.h.
+// ddpm_eval --fid-npz (and the domain accuracy of labelled samples); see fid_npz.h.
 #include "fid_npz.h"
 
 #include <ATen/ATen.h>
@@ -9,9 +9,30 @@
 
 #include "ddpm/data/npy.h"
 #include "ddpm/dist/communicator.h"
+#include "ddpm/evaluation/domain_net.h"
 #include "ddpm/evaluation/fid_eval.h"
 
 namespace ddpm::eval {
+
+namespace {
+
+// The domain classifier's top-1 accuracy on images uint8 (N, H, W, C) against labels (N), as
+// ddpm_fid_net's test accuracy (inputs in [0, 1]): how well (guided) samples show their class.
+double domain_accuracy(const std::string& net_path, const at::Tensor& images, const at::Tensor& labels,
+                       const c10::Device& device) {
+  at::NoGradGuard no_grad;
+  evaluation::DomainNet net = evaluation::load_domain_net(net_path);
+  net->to(device);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < images.size(0); i += 256) {
+    const at::Tensor x = images.slice(0, i, i + 256).permute({0, 3, 1, 2}).to(at::kFloat).div(255.0).to(device);
+    const at::Tensor y = labels.slice(0, i, i + 256).to(device);
+    correct += (net->forward(x).argmax(1) == y).sum().item<int64_t>();
+  }
+  return images.size(0) > 0 ? static_cast<double>(correct) / static_cast<double>(images.size(0)) : 0.0;
+}
+
+}  // namespace
 
 nlohmann::ordered_json run_fid_npz(const FidNpzArgs& a, dist::Communicator& comm, const c10::Device& device) {
   if (a.extractor.empty()) throw std::invalid_argument("--fid-npz needs --fid-extractor (domain:PATH, inception:PATH or torchscript:PATH)");
@@ -69,6 +90,19 @@ nlohmann::ordered_json run_fid_npz(const FidNpzArgs& a, dist::Communicator& comm
   j["fid_stats"] = s.stats_path;
   j["fid_reference_count"] = fid.reference_count();
   j["fid_seconds"] = r.seconds;
+  const auto labels = arrays.find("arr_1");
+  if (labels != arrays.end() && evaluation::parse_extractor_spec(s.extractor).kind == "domain") {
+    if (resize) {
+      throw std::invalid_argument("--fid-npz " + a.npz + ": the domain accuracy of the labels arr_1 needs images of "
+                                  "the reference size");
+    }
+    const at::Tensor used = images.slice(0, 0, s.samples);  // (n, H, W, C)
+    const double acc = domain_accuracy(evaluation::parse_extractor_spec(s.extractor).path, used,
+                                       labels->second.to(at::kLong).slice(0, 0, s.samples), device);
+    std::printf("accuracy %.4f  (domain classifier %s on the labels arr_1, %lld samples)\n", acc, r.extractor.c_str(),
+                static_cast<long long>(s.samples));
+    j["accuracy"] = acc;
+  }
   j["ranks"] = comm.world_size();
   return j;
 }

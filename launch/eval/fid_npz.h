@@ -2,7 +2,8 @@
 // ddpm_sample and improved-diffusion write them) against a dataset's reference statistics, with
 // the extractors and cache of training FIDs. Images of another size than the reference's are
 // resized bilinearly (align_corners false, rounded to bytes) first: a base model's samples upsampled,
-// for instance.
+// for instance. With labels (arr_1) and a domain extractor, also the domain classifier's accuracy
+// on them (classifier guidance: how well samples show the class they were guided to).
 #pragma once
 #include <c10/core/Device.h>
 #include <nlohmann/json.hpp>

@@ -18,6 +18,8 @@
 #include <memory>
 
 #include "ddpm/data/dataset.h"
+#include "ddpm/data/npy.h"
+#include "ddpm/evaluation/domain_net.h"
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"

@@ -1,7 +1,9 @@
 // ddpm_sample: N samples from a checkpoint (raw or EMA weights), split across ranks, respaced
-// ancestral or DDIM sampling or a score-SDE sampler (--sampler), classifier-free guidance for class-conditional models; rank 0
-// writes improved-diffusion's .npz (arr_0 uint8 (N, H, W, C), arr_1 int64 labels) and a PNG grid.
-// --cascade BASE,SR: a base model's samples super-resolved by a --task superres model (cascade.cpp).
+// ancestral or DDIM sampling or a score-SDE sampler (--sampler), classifier-free guidance for
+// class-conditional models, classifier guidance with a noise classifier (--classifier, ancestral
+// and DDIM); rank 0 writes improved-diffusion's .npz (arr_0 uint8 (N, H, W, C), arr_1 int64
+// labels) and a PNG grid. --cascade BASE,SR: a base model's samples super-resolved by a --task
+// superres model (cascade.cpp).
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +21,7 @@
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
 #include "ddpm/dist/rank_main.h"
+#include "ddpm/trainer/classifier.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
@@ -32,9 +35,11 @@ using ddpm::trainer::SampleRequest;
 
 struct Args {
   std::string checkpoint, ema, respacing, class_spec = "random", out, grid, sampler, cascade_spec;
+  std::string classifier, classifier_ema;  // classifier guidance
   ddpm::sample::CascadeArgs cascade;
   int64_t num_samples = 16, batch_size = 16, image_size = 0, channels = 0, steps = 0;
   double eta = 0.0, guidance_scale = 1.0, dpm_lambda_min = ddpm::diffusion::kDpmSolverLambdaMin;
+  double classifier_scale = 1.0;
   bool guidance = false, clip_denoised = true;
   uint64_t seed = 0;
 };
@@ -57,7 +62,7 @@ void image_shape(const Args& a, const LoadedModel& m, SampleRequest& req) {
   }
 }
 
-SampleRequest make_request(const Args& a, const LoadedModel& m) {
+SampleRequest make_request(const Args& a, const LoadedModel& m, const c10::Device& device) {
   SampleRequest req;
   image_shape(a, m, req);
   req.respacing = a.respacing;
@@ -75,16 +80,26 @@ SampleRequest make_request(const Args& a, const LoadedModel& m) {
   }
   req.guidance = a.guidance;
   req.guidance_scale = a.guidance_scale;
+  if (!a.classifier.empty()) {
+    req.classifier = std::make_shared<ddpm::trainer::LoadedClassifier>(
+        ddpm::trainer::load_classifier(a.classifier, a.classifier_ema, device));
+    ddpm::trainer::check_classifier_fits(*req.classifier, m.config, classes, req.channels);
+    req.classifier_scale = a.classifier_scale;
+  }
+  const int64_t label_classes = classes > 0 ? classes : req.classifier ? req.classifier->num_classes() : 0;
   if (a.class_spec != "random") {
-    if (classes <= 0) throw std::invalid_argument("--class " + a.class_spec + ": the model is unconditional");
+    if (label_classes <= 0) {
+      throw std::invalid_argument("--class " + a.class_spec + ": the model is unconditional; give --classifier to "
+                                  "guide it towards a class");
+    }
     try {
       req.class_label = std::stoll(a.class_spec);
     } catch (const std::exception&) {
       req.class_label = -2;
     }
-    if (req.class_label < 0 || req.class_label >= classes) {
-      throw std::invalid_argument("--class " + a.class_spec + ": give a class in 0.." + std::to_string(classes - 1) +
-                                  " or random");
+    if (req.class_label < 0 || req.class_label >= label_classes) {
+      throw std::invalid_argument("--class " + a.class_spec + ": give a class in 0.." +
+                                  std::to_string(label_classes - 1) + " or random");
     }
   }
   return req;
@@ -101,7 +116,11 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
     return ddpm::sample::run_cascade_from_npz(base, req, a.cascade, comm, ctx.device());
   }
   LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
-  const SampleRequest req = make_request(a, m);
+  const SampleRequest req = make_request(a, m, ctx.device());
+  if (!a.classifier.empty() && ddpm::trainer::is_sde_sampler(a.sampler)) {
+    throw std::invalid_argument("--classifier: classifier guidance works with --sampler ancestral or ddim, not " +
+                                a.sampler);
+  }
   const auto diffusion = ddpm::trainer::make_diffusion(m.config, a.respacing);
   if (!a.cascade.sr.empty()) return ddpm::sample::run_cascade(m, diffusion, req, a.cascade, comm, ctx.device());
   const auto [begin, end] = ddpm::trainer::rank_range(a.num_samples, comm.rank(), comm.world_size());
@@ -115,6 +134,12 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
                             (a.respacing.empty() ? "all" : a.respacing) + ")")
               << ", "
               << comm.world_size() << " rank(s)" << std::endl;
+    if (req.classifier) {
+      const auto& c = *req.classifier;
+      std::cout << "classifier guidance: " << c.checkpoint << " (step " << c.step << ", weights "
+                << (c.ema_rate ? "EMA " + ddpm::trainer::EmaSet::rate_name(*c.ema_rate) : std::string("model.pt"))
+                << "), scale " << req.classifier_scale << ", " << c.num_classes() << " classes" << std::endl;
+    }
   }
   std::vector<at::Tensor> images, labels;
   const int64_t mine = end - begin, batches = (mine + a.batch_size - 1) / a.batch_size;
@@ -133,7 +158,7 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
   const std::vector<int64_t> hwc = {0, req.height, req.width, req.channels};
   const at::Tensor mine_images = images.empty() ? at::empty(hwc, at::kByte) : at::cat(images, 0);  // (n, H, W, C)
   at::Tensor mine_labels;
-  if (m.unet->options().num_classes.value_or(0) > 0) {
+  if (m.unet->options().num_classes.value_or(0) > 0 || req.classifier) {
     mine_labels = labels.empty() ? at::empty({0}, at::kLong) : at::cat(labels, 0);
   }
   const int64_t written = ddpm::sample::gather_and_write(comm, mine_images, mine_labels, a.out, a.grid);
@@ -174,7 +199,17 @@ int main(int argc, char** argv) {
                  "authors for the cosine schedule; --dpm-lambda-min=-1e9: always step T-1)")->capture_default_str();
   app.add_option("--eta", a.eta, "DDIM eta (0 deterministic)")->capture_default_str();
   app.add_option("--guidance-scale", a.guidance_scale, "classifier-free guidance scale s: eps_u + s (eps_c - eps_u)");
-  app.add_option("--class", a.class_spec, "class of every sample (0..K-1) or random")->capture_default_str();
+  app.add_option("--class,--class-label", a.class_spec,
+                 "class of every sample (0..K-1) or random (drawn per sample from its seed); with --classifier also "
+                 "for an unconditional model")
+      ->capture_default_str();
+  app.add_option("--classifier", a.classifier,
+                 "classifier guidance (Dhariwal & Nichol 2021): run dir or checkpoint of a noise classifier "
+                 "(ddpm_train_classifier) trained on the model's schedule; ancestral: mean + s Sigma grad log p(y|x_t), "
+                 "DDIM: eps - sqrt(1 - alpha_bar) s grad log p(y|x_t)");
+  app.add_option("--classifier-scale", a.classifier_scale, "classifier guidance scale s")->capture_default_str();
+  app.add_option("--classifier-ema", a.classifier_ema,
+                 "the classifier's EMA rate, or none for its model.pt (default: its first EMA)");
   app.add_option("--seed", a.seed, "noise seed (sample i uses (seed, i) on any rank count)")->capture_default_str();
   app.add_option("--clip-denoised", a.clip_denoised, "clip predicted x_0 to [-1, 1]: on|off")->capture_default_str();
   app.add_option("--image-size", a.image_size, "H = W (default: the run's training set, else the U-Net's)");

@@ -85,7 +85,8 @@ std::vector<Field> build_fields() {
       make("timestep_sampler", diff, "uniform | loss-second-moment (importance sampling)",
            &C::timestep_sampler),
       make("task", model, "what the run trains: diffusion (image diffusion) | superres (a cascade's "
-           "super-resolution model, see --low-res)", &C::task),
+           "super-resolution model, see --low-res) | classifier (noise classifier for classifier guidance: the "
+           "encoder half of --model, --num-classes logits)", &C::task),
       make("model", model, "U-Net preset name (see model/unet)", &C::model),
       make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"model_channels\":64}'",
            &C::model_overrides),

@@ -140,7 +140,7 @@ void check_diffusion_and_model(const TrainConfig& c) {
   one_of("var_type", c.var_type, {"fixed-small", "fixed-large", "learned", "learned-range"});
   one_of("loss_type", c.loss_type, {"mse", "rescaled-mse", "kl", "rescaled-kl"});
   one_of("timestep_sampler", c.timestep_sampler, {"uniform", "loss-second-moment"});
-  one_of("task", c.task, {"diffusion", "superres"});
+  one_of("task", c.task, {"diffusion", "superres", "classifier"});
   if (c.model.empty()) bad("model", "is empty; name a U-Net preset, e.g. --model ddpm-cifar10");
   at_least("num_classes", c.num_classes, 0, "0 means unconditional");
   if (!(c.label_dropout >= 0 && c.label_dropout < 1)) bad("label_dropout", "must be in [0, 1)");
@@ -213,6 +213,26 @@ void check_outputs(const TrainConfig& c) {
   at_least("bpd_samples", c.bpd_samples, 1);
 }
 
+// --task classifier: labels needed; no images and no likelihood, so no grids, FID or bits/dim.
+void check_classifier(const TrainConfig& c) {
+  if (c.task != "classifier") return;
+  const std::string why = " but --task classifier trains a noise classifier, which makes no images";
+  if (c.num_classes <= 0) {
+    bad("num_classes", "is 0; --task classifier needs the dataset's class count (e.g. --num-classes 10) and a "
+                       "labelled --data");
+  }
+  if (c.label_dropout > 0) bad("label_dropout", "is " + num(c.label_dropout) + "; the classifier sees every label: give 0");
+  if (c.timestep_sampler != "uniform") {
+    bad("timestep_sampler", "is " + c.timestep_sampler + "; the classifier is trained at t drawn uniformly: give uniform");
+  }
+  if (c.sample_every > 0) bad("sample_every", "is " + std::to_string(c.sample_every) + why + "; give --sample-every 0");
+  if (c.fid_every > 0) bad("fid_every", "is " + std::to_string(c.fid_every) + why + "; give --fid-every 0");
+  if (c.bpd_every > 0) {
+    bad("bpd_every", "is " + std::to_string(c.bpd_every) +
+                         " but --task classifier has no likelihood (bits/dim); give --bpd-every 0");
+  }
+}
+
 }  // namespace
 
 void validate(const TrainConfig& c) {
@@ -221,6 +241,7 @@ void validate(const TrainConfig& c) {
   check_precision(c);
   check_diffusion_and_model(c);
   check_superres(c);
+  check_classifier(c);
   check_outputs(c);
 }
 

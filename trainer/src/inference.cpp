@@ -1,5 +1,5 @@
 // Loading a checkpoint's model for inference, classifier-free guidance and sampling with noise
-// per global sample index; see ddpm/trainer/inference.h.
+// per global sample index (classifier guidance through SampleRequest::classifier); see ddpm/trainer/inference.h.
 #include "ddpm/trainer/inference.h"
 
 #include <torch/torch.h>
@@ -16,6 +16,7 @@
 #include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/checkpoint.h"
+#include "ddpm/trainer/classifier.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 
@@ -32,10 +33,10 @@ std::string rates_text(const std::vector<double>& rates) {
   return s;
 }
 
-// The checkpoint folder a --checkpoint spec names, loaded and verified.
-std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec) {
+// The checkpoint folder a --checkpoint (`flag`) spec names, loaded and verified.
+std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec, const std::string& flag) {
   if (spec.empty() || !fs::exists(spec)) {
-    throw CheckpointError("--checkpoint " + spec + ": no such run directory or checkpoint folder; give RUN_DIR or "
+    throw CheckpointError(flag + " " + spec + ": no such run directory or checkpoint folder; give RUN_DIR or "
                           "RUN_DIR/checkpoints/<step>");
   }
   try {
@@ -47,7 +48,7 @@ std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec) {
     if (!r.state) throw CheckpointError(spec + "/checkpoints holds no checkpoint yet");
     return {std::move(*r.state), r.path};
   } catch (const CheckpointError& e) {
-    throw CheckpointError(std::string("--checkpoint ") + spec + ": " + e.what());
+    throw CheckpointError(flag + " " + spec + ": " + e.what());
   }
 }
 
@@ -72,8 +73,9 @@ at::Tensor stack_or_empty(std::vector<at::Tensor> parts, at::IntArrayRef shape, 
 
 }  // namespace
 
-CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::string& ema) {
-  auto [state, path] = resolve_checkpoint(spec);
+CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::string& ema, const std::string& flag,
+                                          const std::string& ema_flag) {
+  auto [state, path] = resolve_checkpoint(spec, flag);
   CheckpointWeights m;
   m.checkpoint = path;
   m.step = state.step;
@@ -93,7 +95,7 @@ CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::st
         rate = std::stod(ema, &used);
         if (used != ema.size()) throw std::invalid_argument(ema);
       } catch (const std::exception&) {
-        throw std::invalid_argument("--ema " + ema + ": not a number; give one of the checkpoint's rates (" +
+        throw std::invalid_argument(ema_flag + " " + ema + ": not a number; give one of the checkpoint's rates (" +
                                     rates_text(m.available_ema_rates) + ") or none");
       }
       for (const auto& [r, dict] : state.emas) {
@@ -103,7 +105,7 @@ CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::st
         }
       }
       if (!chosen) {
-        throw std::invalid_argument("--ema " + ema + ": checkpoint " + path + " has no EMA of that rate; available: " +
+        throw std::invalid_argument(ema_flag + " " + ema + ": checkpoint " + path + " has no EMA of that rate; available: " +
                                     rates_text(m.available_ema_rates) + ", or none for the raw weights");
       }
     }
@@ -120,9 +122,14 @@ LoadedModel load_model(const std::string& spec, const std::string& ema, const c1
                                 std::to_string(w.config.low_res) + "); sample it after a base model with "
                                 "ddpm_sample --cascade BASE_RUN," + spec);
   }
+  if (w.config.task == "classifier") {
+    throw std::invalid_argument("--checkpoint " + spec + ": " + w.checkpoint +
+                                " holds a noise classifier (--task classifier), not a diffusion model; give it to "
+                                "ddpm_sample as --classifier, with a diffusion model as --checkpoint");
+  }
   LoadedModel m;
   m.config = std::move(w.config);
-  m.checkpoint = std::move(w.checkpoint);
+  m.checkpoint = w.checkpoint;
   m.step = w.step;
   m.ema_rate = w.ema_rate;
   m.available_ema_rates = std::move(w.available_ema_rates);
@@ -179,7 +186,7 @@ at::Tensor draw_per_sample(std::vector<at::Generator>& gens, at::IntArrayRef sha
 
 at::Tensor sample_with_generators(const diffusion::ModelFn& fn, const diffusion::GaussianDiffusion& diffusion,
                                   const SampleRequest& req, std::vector<at::Generator>& gens,
-                                  const c10::Device& device) {
+                                  const c10::Device& device, const diffusion::CondFn& cond_fn) {
   torch::NoGradGuard no_grad;
   const int64_t n = static_cast<int64_t>(gens.size());
   const std::vector<int64_t> chw = {req.channels, req.height, req.width};
@@ -198,8 +205,8 @@ at::Tensor sample_with_generators(const diffusion::ModelFn& fn, const diffusion:
   for (int64_t i = diffusion.num_timesteps() - 1; i >= 0; --i) {
     const at::Tensor t = at::full({n}, i, at::TensorOptions().dtype(at::kLong).device(device));
     const at::Tensor noise = draw();
-    x = ddim ? diffusion.ddim_sample(fn, x, t, req.clip_denoised, req.eta, std::nullopt, noise).sample
-             : diffusion.p_sample(fn, x, t, req.clip_denoised, std::nullopt, noise).sample;
+    x = ddim ? diffusion.ddim_sample(fn, x, t, req.clip_denoised, req.eta, std::nullopt, noise, cond_fn).sample
+             : diffusion.p_sample(fn, x, t, req.clip_denoised, std::nullopt, noise, cond_fn).sample;
   }
   return x.cpu();
 }
@@ -207,7 +214,9 @@ at::Tensor sample_with_generators(const diffusion::ModelFn& fn, const diffusion:
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device) {
   torch::NoGradGuard no_grad;
-  const int64_t classes = m.unet->options().num_classes.value_or(0);
+  const int64_t model_classes = m.unet->options().num_classes.value_or(0);
+  // Labels come from the model's classes, else (unconditional model) from the guiding classifier's.
+  const int64_t classes = model_classes > 0 ? model_classes : req.classifier ? req.classifier->num_classes() : 0;
   std::vector<at::Generator> gens;
   std::vector<int64_t> labels_v;
   for (int64_t i = begin; i < end; ++i) {
@@ -224,8 +233,19 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
     return out;
   }
   const at::Tensor y = out.labels.defined() ? out.labels.to(device) : at::Tensor();
-  const diffusion::ModelFn fn = req.guidance ? guided_model_fn(m.unet, y, req.guidance_scale) : model_fn(m.unet, y);
-  out.images = sample_with_generators(fn, diffusion, req, gens, device);
+  const at::Tensor y_model = model_classes > 0 ? y : at::Tensor();
+  const diffusion::ModelFn fn =
+      req.guidance ? guided_model_fn(m.unet, y_model, req.guidance_scale) : model_fn(m.unet, y_model);
+  if (req.classifier && is_sde_sampler(req.sampler)) {
+    throw std::invalid_argument("--classifier: guidance works with the ancestral and DDIM samplers, not --sampler " +
+                                req.sampler);
+  }
+  diffusion::CondFn cond_fn;  // classifier guidance (none at scale 0: the same as the unguided sampler)
+  if (req.classifier && req.classifier_scale != 0.0) {
+    cond_fn = diffusion::classifier_cond_fn(classifier_logits_fn(req.classifier->net, req.classifier->config), y,
+                                            req.classifier_scale);
+  }
+  out.images = sample_with_generators(fn, diffusion, req, gens, device, cond_fn);
   return out;
 }
 

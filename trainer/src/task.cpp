@@ -15,7 +15,8 @@ std::unique_ptr<TrainTask> make_train_task(const TrainConfig& config, const data
                                            const c10::Device& device) {
   if (config.task == "diffusion") return detail::make_diffusion_task(config, info, device);
   if (config.task == "superres") return detail::make_superres_task(config, info, device);
-  throw std::invalid_argument("--task " + config.task + ": unknown task; known: diffusion, superres");
+  if (config.task == "classifier") return detail::make_classifier_task(config, info, device);
+  throw std::invalid_argument("--task " + config.task + ": unknown task; known: diffusion, superres, classifier");
 }
 
 std::pair<at::Tensor, int64_t> TrainTask::grid(const at::Tensor& samples) const {

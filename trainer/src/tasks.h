@@ -16,5 +16,8 @@ std::unique_ptr<TrainTask> make_diffusion_task(const TrainConfig& config, const 
 // training image area-downsampled to --low-res, with conditioning augmentation.
 std::unique_ptr<TrainTask> make_superres_task(const TrainConfig& config, const data::DatasetInfo& info,
                                               const c10::Device& device);
+// --task classifier (classifier_task.cpp): the noise-conditional classifier of classifier guidance.
+std::unique_ptr<TrainTask> make_classifier_task(const TrainConfig& config, const data::DatasetInfo& info,
+                                                const c10::Device& device);
 
 }  // namespace ddpm::trainer::detail

@@ -126,7 +126,15 @@ struct CliResult {
   std::optional<TrainConfig> config;  // empty when help was requested
   std::string help;
 };
-CliResult parse_train_args(int argc, const char* const* argv);
+// The executable that parses: its name and line in --help, and its own built-in defaults (keys
+// applied before the preset, shown as the defaults in --help): ddpm_train_classifier sets
+// {"task": "classifier"}.
+struct CliProgram {
+  std::string name = "ddpm_train";
+  std::string about = "trains a denoising diffusion model; run it with mpirun -np N.";
+  Json defaults = Json::object();
+};
+CliResult parse_train_args(int argc, const char* const* argv, const CliProgram& program = {});
 
 // Batch layout for a world size: global = world_size * per_rank, per_rank = n * microbatch.
 struct BatchPlan {

@@ -4,6 +4,8 @@
 // network with given weights makes images (sample grids, FID) or bits/dim. One loop, many tasks:
 //   diffusion   image diffusion, class-conditional or not (DiffusionTask, diffusion_task.cpp)
 //   superres    a cascade's super-resolution model (SuperResTask, superres_task.cpp)
+//   classifier  the noise-conditional classifier of classifier guidance (ClassifierTask,
+//               classifier_task.cpp; ddpm_train_classifier)
 // make_train_task() picks the task of --task; a new task is a class and a line there.
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -72,6 +74,12 @@ class TrainTask {
 
   // The number of timesteps T: the log groups rows by quartile of t (column 0) in [0, T).
   virtual int64_t num_timesteps() const = 0;
+
+  // What the rows' columns 2 and 3 hold, named in the log line, log.jsonl (NAME, NAME_q0..q3) and
+  // the metrics; "" = unused (NaN). A name other than mse and vb (e.g. the classifier's
+  // "accuracy") also shows its quartile means in the log line and is the gauge
+  // ddpm_task_term{term=NAME}.
+  virtual std::array<std::string, 2> term_names() const { return {"mse", "vb"}; }
 
   // Task state carried in checkpoints (state.pt "sampler" entries), restored on resume.
   virtual model::TensorDict state() const { return {}; }
