@@ -80,7 +80,18 @@ std::shared_ptr<ResBlock> EncoderUNetImpl::res_block(int64_t ch, int64_t out_ch,
   o.use_scale_shift_norm = u.use_scale_shift_norm;
   o.resample = r;
   o.use_checkpoint = u.use_checkpoint;
+  o.fused_group_norm = u.fused_group_norm;
   return std::make_shared<ResBlock>(o);
+}
+
+// The U-Net's attention block with the U-Net's options (heads, checkpointing, qkv order, SDPA).
+std::shared_ptr<AttentionBlock> EncoderUNetImpl::attention(int64_t ch) const {
+  const UNetOptions& u = options_.unet;
+  AttentionOptions o{ch, heads(ch)};
+  o.use_checkpoint = u.use_checkpoint;
+  o.new_order = u.use_new_attention_order;
+  o.sdpa = u.sdpa_attention;
+  return std::make_shared<AttentionBlock>(o);
 }
 
 int64_t EncoderUNetImpl::heads(int64_t ch) const {
@@ -112,7 +123,7 @@ EncoderUNetImpl::EncoderUNetImpl(EncoderUNetOptions options) : options_(std::mov
       TimestepEmbedSequential b;
       b->push_back(res_block(ch, u.channel_mult[level] * mc, Resample::kNone));
       ch = u.channel_mult[level] * mc;
-      if (attn_ds.count(ds)) b->push_back(std::make_shared<AttentionBlock>(ch, heads(ch), u.use_checkpoint));
+      if (attn_ds.count(ds)) b->push_back(attention(ch));
       add_input(b);
     }
     if (level != levels - 1) {
@@ -129,7 +140,7 @@ EncoderUNetImpl::EncoderUNetImpl(EncoderUNetOptions options) : options_(std::mov
 
   middle_block_ = register_module("middle_block", TimestepEmbedSequential());
   middle_block_->push_back(res_block(ch, ch, Resample::kNone));
-  middle_block_->push_back(std::make_shared<AttentionBlock>(ch, heads(ch), u.use_checkpoint));
+  middle_block_->push_back(attention(ch));
   middle_block_->push_back(res_block(ch, ch, Resample::kNone));
 
   if (options_.pool == "attention") {
