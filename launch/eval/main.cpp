@@ -22,6 +22,7 @@
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/fid_sampling.h"
+#include "ddpm/trainer/latent.h"
 #include "ddpm/trainer/inference.h"
 
 namespace {
@@ -66,6 +67,10 @@ nlohmann::ordered_json run_bpd(const Args& a, ddpm::trainer::LoadedModel& m, ddp
                                const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   if (a.data.empty()) throw std::invalid_argument("--data is required for bits/dim (the test set to evaluate)");
+  if (!m.config.latent.empty()) {
+    throw std::invalid_argument("--checkpoint " + m.checkpoint + " is a latent diffusion run: its bound would be of "
+                                "the latents, not the images; use --fid");
+  }
   const auto diffusion = ddpm::trainer::make_diffusion(m.config);
   const auto ds = ddpm::data::ImageDataset::open(a.data);
   const auto& info = ds.info();
@@ -132,7 +137,11 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
               << fid.extractor_name() << ", reference " << s.data << ", " << comm.world_size() << " rank(s)"
               << std::endl;
   }
-  const ddpm::evaluation::FidReport r = ddpm::trainer::evaluate_model_fid(fid, m.unet, c);
+  // A latent run samples latents and decodes them with its checkpoint's autoencoder.
+  const ddpm::evaluation::FidReport r =
+      c.latent.empty() ? ddpm::trainer::evaluate_model_fid(fid, m.unet, c)
+                       : fid.evaluate(ddpm::trainer::latent_index_sampler(m, ddpm::trainer::fid_sample_request(fid),
+                                                                          fid.device()));
   if (comm.rank() != 0) return {};
   std::printf("fid %.6f  extractor=%s samples=%lld sampling=%s seconds=%.1f\n", r.fid, r.extractor.c_str(),
               static_cast<long long>(r.samples), s.sampling.c_str(), r.seconds);

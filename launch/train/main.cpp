@@ -1,12 +1,17 @@
 // ddpm_train: trains a diffusion model on an HDF5 dataset, one process per rank under mpirun or
 // srun (a plain run is one rank). Exit status: 0 the run reached its bound; 75 stopped by
 // SIGTERM/SIGUSR1 after writing a checkpoint (requeue: the same command resumes); 1 an error.
+// Built a second time as ddpm_train_autoencoder with DDPM_TRAIN_TASK="autoencoder": the same
+// program with --task given (latent diffusion's autoencoder).
 #include <torch/torch.h>
 
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
@@ -25,6 +30,22 @@ const char* kExitCodes =
     "      the same command; --resume auto continues from the checkpoint\n"
     "  1   an error (printed as \"rank R on HOST: error: ...\"; the whole job is aborted)\n";
 
+// argv with `--task DDPM_TRAIN_TASK` after the program name when the binary is built for one task.
+std::vector<const char*> train_args(int argc, char** argv) {
+  std::vector<const char*> args(argv, argv + argc);
+#ifdef DDPM_TRAIN_TASK
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--task" || arg.rfind("--task=", 0) == 0) {
+      throw std::invalid_argument(std::string(argv[0]) + " trains --task " + DDPM_TRAIN_TASK +
+                                  "; drop --task (ddpm_train --task X trains another task)");
+    }
+  }
+  args.insert(args.begin() + 1, {"--task", DDPM_TRAIN_TASK});
+#endif
+  return args;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -38,8 +59,12 @@ int main(int argc, char** argv) {
   ddpm::dist::MpiRuntime mpi(&argc, &argv);
   const ddpm::dist::Context& ctx = mpi.context();
   return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {
-    const ddpm::trainer::CliResult cli = ddpm::trainer::parse_train_args(argc, argv);
+    const std::vector<const char*> args = train_args(argc, argv);
+    const ddpm::trainer::CliResult cli = ddpm::trainer::parse_train_args(static_cast<int>(args.size()), args.data());
     if (!cli.config) {
+#ifdef DDPM_TRAIN_TASK
+      if (ctx.rank == 0) std::cout << argv[0] << " is ddpm_train with --task " << DDPM_TRAIN_TASK << ".\n";
+#endif
       if (ctx.rank == 0) std::cout << cli.help << kExitCodes;
       return 0;
     }

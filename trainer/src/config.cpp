@@ -27,6 +27,7 @@ std::vector<Field> build_fields() {
   const char* prec = "Precision";
   const char* diff = "Diffusion";
   const char* model = "Model";
+  const char* latent = "Latent diffusion (autoencoder)";
   const char* ckpt = "Checkpoints";
   const char* smp = "Sampling and evaluation";
   const char* log = "Logging and metrics";
@@ -83,7 +84,8 @@ std::vector<Field> build_fields() {
       make("rescale_timesteps", diff, "network sees t * 1000 / T", &C::rescale_timesteps),
       make("timestep_sampler", diff, "uniform | loss-second-moment (importance sampling)",
            &C::timestep_sampler),
-      make("task", model, "what the run trains: diffusion (image diffusion)", &C::task),
+      make("task", model, "what the run trains: diffusion (image diffusion) | autoencoder (latent diffusion's KL "
+           "autoencoder; ddpm_train_autoencoder)", &C::task),
       make("model", model, "U-Net preset name (see model/unet)", &C::model),
       make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"num_channels\":64}'",
            &C::model_overrides),
@@ -91,6 +93,17 @@ std::vector<Field> build_fields() {
            &C::num_classes),
       make("label_dropout", model, "probability a label is dropped (classifier-free guidance)",
            &C::label_dropout),
+      make("ae_channels", latent, "autoencoder width of the first level (a multiple of 32)", &C::ae_channels),
+      make("ae_factor", latent, "autoencoder downsampling factor f (1, 2, 4 or 8): latents are z x H/f x W/f",
+           &C::ae_factor),
+      make("ae_res_blocks", latent, "autoencoder residual blocks per level", &C::ae_res_blocks),
+      make("z_channels", latent, "autoencoder latent channels", &C::z_channels),
+      make("ae_loss", latent, "autoencoder reconstruction loss: l1 | l2", &C::ae_loss),
+      make("kl_weight", latent, "autoencoder loss: rec + kl_weight * KL(q(z|x) || N(0, I)) / (C H W)",
+           &C::kl_weight),
+      make("latent", latent, "train the diffusion on the latents of this autoencoder run (run dir or checkpoint "
+           "folder of ddpm_train_autoencoder; its first EMA); the U-Net's in/out channels must be z_channels",
+           &C::latent),
       make("seed", run, "seed of parameters, noise, timesteps and data order", &C::seed),
       make("collective_timeout", run, "seconds a rank may wait inside one collective before every rank is "
            "ended (a peer hung or died; 0 = wait forever)", &C::collective_timeout, true),

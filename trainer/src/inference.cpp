@@ -32,10 +32,11 @@ std::string rates_text(const std::vector<double>& rates) {
   return s;
 }
 
-// The checkpoint folder a --checkpoint spec names, loaded and verified.
-std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec) {
+}  // namespace
+
+std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec, const std::string& flag) {
   if (spec.empty() || !fs::exists(spec)) {
-    throw CheckpointError("--checkpoint " + spec + ": no such run directory or checkpoint folder; give RUN_DIR or "
+    throw CheckpointError(flag + " " + spec + ": no such run directory or checkpoint folder; give RUN_DIR or "
                           "RUN_DIR/checkpoints/<step>");
   }
   try {
@@ -47,9 +48,11 @@ std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec) {
     if (!r.state) throw CheckpointError(spec + "/checkpoints holds no checkpoint yet");
     return {std::move(*r.state), r.path};
   } catch (const CheckpointError& e) {
-    throw CheckpointError(std::string("--checkpoint ") + spec + ": " + e.what());
+    throw CheckpointError(flag + " " + spec + ": " + e.what());
   }
 }
+
+namespace {
 
 // model.pt with the parameters of `ema` swapped in (EMAs hold parameters only, by name).
 model::TensorDict merge_ema(model::TensorDict weights, const model::TensorDict& ema, const std::string& source) {
@@ -78,7 +81,12 @@ LoadedModel load_model(const std::string& spec, const std::string& ema, const c1
   m.checkpoint = path;
   m.step = state.step;
   m.config = config_from_json(state.config, path + "/state.json (config)");
+  if (m.config.task == "autoencoder") {
+    throw std::invalid_argument("--checkpoint " + spec + ": " + path + " is an autoencoder (ddpm_train_autoencoder), "
+                                "not a diffusion model; give a ddpm_train run (ddpm_train --latent trains on its latents)");
+  }
   for (const auto& [rate, dict] : state.emas) m.available_ema_rates.push_back(rate);
+  m.task_state = state.sampler;
   model::TensorDict weights = std::move(state.model);
   std::string source = path + "/model.pt";
   if (ema != "none" && !(ema.empty() && state.emas.empty())) {

@@ -156,16 +156,17 @@ void IntervalLogger::log_interval(const RunPosition& at, const at::Tensor& waits
 
 void IntervalLogger::write_line(const IntervalStats& s, const Means& m, const RunPosition& at) {
   const auto f4 = [](double v) { return format_number("%.4f", v); };
+  const auto& [loss, mse, vb] = names_;
   std::string line = "step " + std::to_string(at.step) + "/" + std::to_string(at.total_steps) + " | img " +
-                     std::to_string(at.images_seen) + " | loss " + f4(m.loss) + " mse " + f4(m.mse) + " vb " +
-                     f4(m.vb) + " |";
+                     std::to_string(at.images_seen) + " | " + loss + " " + f4(m.loss) + " " + mse + " " + f4(m.mse) +
+                     " " + vb + " " + f4(m.vb) + " |";
   nlohmann::ordered_json rec = {{"event", "train"}, {"step", at.step}, {"images", at.images_seen},
-                                {"loss", m.loss}, {"mse", m.mse}, {"vb", m.vb}};
+                                {loss, m.loss}, {mse, m.mse}, {vb, m.vb}};
   for (int q = 0; q < 4; ++q) {
     const std::string k = std::to_string(q);
-    rec["loss_q" + k] = m.loss_q[q];
-    rec["mse_q" + k] = m.mse_q[q];
-    rec["vb_q" + k] = m.vb_q[q];
+    rec[loss + "_q" + k] = m.loss_q[q];
+    rec[mse + "_q" + k] = m.mse_q[q];
+    rec[vb + "_q" + k] = m.vb_q[q];
     line += " q" + k + " " + f4(m.loss_q[q]);
   }
   line += " | grad " + format_number("%.3f", m.grad_norm) + " | lr " + format_number("%.2e", at.lr) + " | " +

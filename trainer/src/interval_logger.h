@@ -58,6 +58,9 @@ class IntervalLogger {
   void print(const std::string& line) const;                // rank 0 only; others ignore it
   void event(const nlohmann::ordered_json& record) const;  // a log.jsonl line (rank 0)
   monitoring::Metrics* metrics() const { return metrics_.get(); }  // nullptr except on rank 0
+  // The names of the loss terms in the log line and log.jsonl (TrainTask::term_names); default
+  // loss, mse, vb. The metrics keep their names.
+  void set_term_names(const std::array<std::string, 3>& names) { names_ = names; }
 
   // One step: every rank's (t, loss, mse, vb) rows (G, 4) float64 on the CPU, whether the
   // optimizer stepped, its grad norm and this rank's phase times.
@@ -86,6 +89,7 @@ class IntervalLogger {
   std::function<void(const std::string&)> print_;
   bool tty_ = false;
   IntervalStats interval_;
+  std::array<std::string, 3> names_ = {"loss", "mse", "vb"};
   std::unique_ptr<RunLog> log_;
   std::unique_ptr<monitoring::Metrics> metrics_;
   std::unique_ptr<monitoring::Pushgateway> push_;

@@ -12,8 +12,10 @@ namespace ddpm::trainer {
 
 std::unique_ptr<TrainTask> make_train_task(const TrainConfig& config, const data::DatasetInfo& info,
                                            const c10::Device& device) {
+  if (config.task == "diffusion" && !config.latent.empty()) return detail::make_latent_diffusion_task(config, info, device);
   if (config.task == "diffusion") return detail::make_diffusion_task(config, info, device);
-  throw std::invalid_argument("--task " + config.task + ": unknown task; known: diffusion");
+  if (config.task == "autoencoder") return detail::make_autoencoder_task(config, info, device);
+  throw std::invalid_argument("--task " + config.task + ": unknown task; known: diffusion, autoencoder");
 }
 
 void copy_weights(torch::nn::Module& dst, const model::TensorDict& weights, const torch::nn::Module& src) {

@@ -59,11 +59,19 @@ struct TrainConfig {
   bool rescale_timesteps = false;    // network sees t * 1000 / T
   std::string timestep_sampler = "uniform";  // uniform | loss-second-moment
   // --- model ---
-  std::string task = "diffusion";    // what the run trains (trainer/task.h): diffusion
+  std::string task = "diffusion";    // what the run trains (trainer/task.h): diffusion | autoencoder
   std::string model = "ddpm-cifar10";  // U-Net preset name (model/unet)
   Json model_overrides = Json::object();  // U-Net option overrides, e.g. {"num_channels": 64}
   int64_t num_classes = 0;           // > 0: class-conditional
   double label_dropout = 0.0;        // probability a label is dropped (classifier-free guidance)
+  // --- latent diffusion: the autoencoder (--task autoencoder) and diffusion in its latent space ---
+  int64_t ae_channels = 32;          // autoencoder width of the first level (a multiple of 32)
+  int64_t ae_factor = 4;             // downsampling factor f: latents are (z_channels, H/f, W/f)
+  int64_t ae_res_blocks = 1;         // residual blocks per level (the decoder has one more)
+  int64_t z_channels = 4;            // latent channels
+  std::string ae_loss = "l1";        // reconstruction loss: l1 | l2
+  double kl_weight = 1e-6;           // weight of KL(q(z|x) || N(0, I)) per image dim (as latent-diffusion)
+  std::string latent;                // --task diffusion on the latents of this autoencoder run ("" = pixels)
   // --- reproducibility ---
   int64_t seed = 0;
   double collective_timeout = 1800.0;  // seconds in one collective before the job is ended (0 = none)

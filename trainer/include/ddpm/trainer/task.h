@@ -2,7 +2,9 @@
 // all-reduce, the optimizer step, the EMAs, checkpoints, metrics and the periodic work; a
 // TrainTask owns the network it trains, how a microbatch of data becomes a loss, and how a
 // network with given weights makes images (sample grids, FID) or bits/dim. One loop, many tasks:
-//   diffusion   image diffusion, class-conditional or not (DiffusionTask, diffusion_task.cpp)
+//   diffusion   image diffusion, class-conditional or not (DiffusionTask, diffusion_task.cpp);
+//               with --latent, in the latent space of a frozen autoencoder (latent_task.cpp)
+//   autoencoder latent diffusion's KL autoencoder (autoencoder_task.cpp)
 // make_train_task() picks the task of --task; a new task is a class and a line there.
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -63,6 +65,18 @@ class TrainTask {
   // labels on the device or undefined. Runs under the Trainer's autocast; draws its randomness
   // from the global generators (seeded per rank by the Trainer, saved in checkpoints).
   virtual MicrobatchLoss loss(const at::Tensor& x, const at::Tensor& y) = 0;
+
+  // A fresh start (not a resume), on every rank, after the network is broadcast and before the
+  // training's random streams are seeded: run constants every rank must agree on (latent
+  // diffusion's scale factor). A collective over `comm`. Returns a line for the log, or "".
+  virtual std::string start(dist::Communicator& comm) {
+    (void)comm;
+    return "";
+  }
+
+  // Names of the rows' columns 1..3 in the log line and log.jsonl (loss_q0, ... for the
+  // quartiles); the Prometheus metrics keep loss / mse / vb.
+  virtual std::array<std::string, 3> term_names() const { return {"loss", "mse", "vb"}; }
 
   // After every step (skipped ones too), on every rank with the same value: every rank's rows
   // (G, 4) float64 on the CPU, when all their losses are finite (the timestep sampler's history).
