@@ -1,7 +1,8 @@
 // ddpm_eval: bits/dim of a checkpoint's model (raw or EMA weights) on a test HDF5 set (the full
 // T-step bound, calc_bpd_loop, split across ranks and all-reduced), or with --fid the FID of its
 // samples against a reference set (evaluation/fid_eval.h through trainer/fid_sampling.h, as in
-// training); rank 0 prints and writes a JSON summary.
+// training); rank 0 prints and writes a JSON summary. Of an autoencoder run (ddpm_train_autoencoder):
+// its reconstruction error (MSE, L1, PSNR) on --data.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -163,7 +165,52 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
   return j;
 }
 
+int write_json(const Args& a, ddpm::dist::Communicator& comm, const nlohmann::ordered_json& j) {
+  if (comm.rank() != 0 || a.out_json.empty()) return 0;
+  std::ofstream f(a.out_json);
+  f << j.dump(2) << "\n";
+  if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
+  std::cout << "wrote " << a.out_json << std::endl;
+  return 0;
+}
+
+// An autoencoder run: the reconstruction error of its first EMA on --data; rank 0's summary JSON.
+nlohmann::ordered_json run_reconstruction(const Args& a, ddpm::dist::Communicator& comm,
+                                          const ddpm::dist::Context& ctx) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (a.data.empty()) throw std::invalid_argument("--data is required: the images to reconstruct");
+  if (a.fid || !a.ema.empty()) {
+    throw std::invalid_argument("--checkpoint " + a.checkpoint + " is an autoencoder: ddpm_eval gives its "
+                                "reconstruction error with its first EMA (drop --fid/--ema; ddpm_train_autoencoder "
+                                "--fid-every gives the FID of its reconstructions)");
+  }
+  ddpm::trainer::LatentCodec codec = ddpm::trainer::load_autoencoder_checkpoint(a.checkpoint, ctx.device());
+  const auto ds = ddpm::data::ImageDataset::open(a.data);
+  const int64_t count = a.num_samples > 0 ? std::min(a.num_samples, ds.info().count) : ds.info().count;
+  const auto [begin, end] = ddpm::trainer::rank_range(count, comm.rank(), comm.world_size());
+  const at::Tensor images = ds.read_images(begin, end - begin);  // (n, H, W, C) uint8
+  const auto s = ddpm::trainer::evaluate_reconstruction(codec.ae, images, a.batch_size, comm, ctx.device());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (comm.rank() != 0) return {};
+  std::printf("reconstruction of %lld images (%s): mse %.6g  l1 %.6g  psnr %.3f dB  (on [0, 1]; posterior mean; "
+              "%.1f s)\n", static_cast<long long>(s.count), codec.source.c_str(), s.mse, s.l1, s.psnr, seconds);
+  return {{"checkpoint", a.checkpoint}, {"weights", codec.source}, {"data", a.data}, {"count", s.count},
+          {"mse", s.mse}, {"l1", s.l1}, {"psnr", s.psnr}, {"seconds", seconds}, {"ranks", comm.world_size()}};
+}
+
+// From the run dir's config.json or the checkpoint folder's state.json (not loading the weights).
+bool is_autoencoder_run(const std::string& spec) {
+  namespace fs = std::filesystem;
+  const fs::path dir(spec);
+  const fs::path file = fs::exists(dir / "MANIFEST.json") ? dir / "state.json" : dir / "config.json";
+  if (!fs::exists(file)) return false;  // load_model explains what is missing
+  const nlohmann::ordered_json j = ddpm::trainer::read_json_file(file.string());
+  const nlohmann::ordered_json& config = j.contains("config") ? j.at("config") : j;
+  return config.is_object() && config.value("task", "") == "autoencoder";
+}
+
 int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
+  if (is_autoencoder_run(a.checkpoint)) return write_json(a, comm, run_reconstruction(a, comm, ctx));
   ddpm::trainer::LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   if (!a.fid || a.bpd) j = run_bpd(a, m, comm, ctx);
@@ -171,12 +218,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
     const nlohmann::ordered_json fid = run_fid(a, m, comm, ctx);
     for (const auto& [key, value] : fid.items()) j[key] = value;
   }
-  if (comm.rank() != 0 || a.out_json.empty()) return 0;
-  std::ofstream f(a.out_json);
-  f << j.dump(2) << "\n";
-  if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
-  std::cout << "wrote " << a.out_json << std::endl;
-  return 0;
+  return write_json(a, comm, j);
 }
 
 }  // namespace
@@ -186,7 +228,7 @@ int main(int argc, char** argv) {
   const ddpm::dist::Context& ctx = mpi.context();
   Args a;
   CLI::App app{"ddpm_eval: bits/dim of a ddpm checkpoint on a test HDF5 set (full T-step bound), or with --fid the "
-               "FID of its samples"};
+               "FID of its samples; of an autoencoder run (ddpm_train_autoencoder), its reconstruction error on --data"};
   app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder")->required();
   app.add_option("--ema", a.ema, "EMA rate, or none for model.pt (default: the first EMA)");
   app.add_option("--data", a.data,

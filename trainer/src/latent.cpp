@@ -5,9 +5,12 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 #include <stdexcept>
 
+#include "ddpm/dist/communicator.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/inference.h"
 
@@ -155,6 +158,33 @@ IndexSampler latent_index_sampler(LoadedModel& m, const SampleRequest& image, co
   return [sample, codec, device](int64_t begin, int64_t end) {
     return codec.decode(sample(begin, end).to(device)).cpu();  // (n, C, H, W)
   };
+}
+
+ReconstructionSummary evaluate_reconstruction(model::AutoencoderKL& ae, const at::Tensor& images, int64_t batch_size,
+                                              dist::Communicator& comm, const c10::Device& device) {
+  at::NoGradGuard no_grad;
+  ae->eval();
+  double sums[3] = {0.0, 0.0, 0.0};  // squared errors, absolute errors, images
+  const double dims = static_cast<double>(images.size(1) * images.size(2) * images.size(3));  // H W C
+  for (int64_t i = 0; i < images.size(0); i += batch_size) {
+    const int64_t n = std::min(batch_size, images.size(0) - i);
+    const at::Tensor x = to_model_input(images.narrow(0, i, n)).to(device);  // (n, C, H, W)
+    const at::Tensor x_hat = ae->decode(ae->encode(x).mode()).clamp(-1.0, 1.0);
+    const at::Tensor d = ((x - x_hat) * 0.5).to(at::kDouble);  // on the [0, 1] scale
+    sums[0] += d.pow(2).sum().item<double>();
+    sums[1] += d.abs().sum().item<double>();
+    sums[2] += static_cast<double>(n);
+  }
+  const at::Tensor total = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble).to(comm.device());
+  comm.all_reduce(total);
+  const at::Tensor t = total.cpu();
+  ReconstructionSummary s;
+  s.count = static_cast<int64_t>(t[2].item<double>());
+  const double values = std::max(1.0, t[2].item<double>() * dims);
+  s.mse = t[0].item<double>() / values;
+  s.l1 = t[1].item<double>() / values;
+  s.psnr = 10.0 * std::log10(1.0 / s.mse);
+  return s;
 }
 
 double latent_scale_factor(const at::Tensor& latents) {

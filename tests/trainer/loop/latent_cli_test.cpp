@@ -1,10 +1,12 @@
 // Latent diffusion as users run it: build/bin/ddpm_train_autoencoder (ddpm_train with --task
-// autoencoder; --task refused), ddpm_train --latent on its run, and ddpm_sample of the latent run,
-// whose decoded samples are the training grid's images (same seed and respacing), within the one
-// grey level by which the grid's rounding and the .npz's truncation differ.
+// autoencoder; --task refused), ddpm_eval of its run (reconstruction error), ddpm_train --latent on
+// its run, and ddpm_sample of the latent run, whose decoded samples are the training grid's images
+// (same seed and respacing), within the one grey level by which the grid's rounding and the
+// .npz's truncation differ.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "ddpm/data/images.h"
@@ -41,6 +43,14 @@ TEST(LatentCli, AutoencoderThenLatentDiffusionThenDdpmSample) {
   EXPECT_NE(read_text(dir + "/ae.txt").find(" rec "), std::string::npos) << "the log line names the terms";
   EXPECT_EQ(run(bin("ddpm_train_autoencoder") + common(data, dir + "/x", 1) + " --task diffusion", dir + "/x.txt"), 1);
   EXPECT_NE(read_text(dir + "/x.txt").find("drop --task"), std::string::npos) << read_text(dir + "/x.txt");
+
+  // ddpm_eval of the autoencoder: its reconstruction error on the data.
+  ASSERT_EQ(run(bin("ddpm_eval") + " --checkpoint " + ae + " --data " + data + " --out-json " + dir + "/rec.json",
+                dir + "/rec.txt"), 0) << read_text(dir + "/rec.txt");
+  const Json rec = read_json_file(dir + "/rec.json");
+  EXPECT_EQ(rec.at("count"), 64);
+  EXPECT_GT(rec.at("psnr").get<double>(), 0.0);
+  EXPECT_NEAR(rec.at("psnr").get<double>(), 10 * std::log10(1 / rec.at("mse").get<double>()), 1e-9);
 
   const std::string lat = dir + "/latent";
   const std::string latent_flags = common(data, lat, 3) + " --latent " + ae +

@@ -188,6 +188,27 @@ TEST(AutoencoderTask, ImagesAreReconstructionsOfTheTrainingImages) {
   EXPECT_TRUE(ddpm::testing::tensors_near(got, want, 0, 1e-6, "reconstructions of images 62, 63, 0, 1"));
 }
 
+// ddpm_eval's reconstruction error: each rank's share in batches, all-reduced, equals the error of
+// the whole set at once.
+TEST(AutoencoderTask, ReconstructionErrorOverTheRanksIsTheWholeSets) {
+  const std::string dir = shared_dir("ae_rec");
+  const std::string data = dataset(dir);
+  const std::string ae = trained_autoencoder(dir, data);
+  model::AutoencoderKL net = load_autoencoder_checkpoint(ae, at::kCPU).ae;
+  const data::ImageDataset ds = data::ImageDataset::open(data);
+  const auto [begin, end] = rank_range(ds.info().count, comm().rank(), comm().world_size());
+  const ReconstructionSummary s = evaluate_reconstruction(net, ds.read_images(begin, end - begin), 5, comm(), at::kCPU);
+  at::NoGradGuard no_grad;
+  const at::Tensor x = to_model_input(ds.read_images(0, ds.info().count));  // (64, 1, 8, 8)
+  const at::Tensor d = ((x - net->decode(net->encode(x).mean).clamp(-1, 1)) / 2).to(at::kDouble);
+  const double mse = d.pow(2).mean().item<double>(), l1 = d.abs().mean().item<double>();
+  std::printf("[maxdiff] reconstruction mse %.9g vs %.9g, l1 %.9g vs %.9g, psnr %.4f dB\n", s.mse, mse, s.l1, l1, s.psnr);
+  EXPECT_EQ(s.count, 64);
+  EXPECT_NEAR(s.mse, mse, 1e-6 * mse);
+  EXPECT_NEAR(s.l1, l1, 1e-6 * l1);
+  EXPECT_NEAR(s.psnr, 10 * std::log10(1 / mse), 1e-5);
+}
+
 // ---- --task diffusion --latent --------------------------------------------------------------
 
 // 1 / std of the posterior samples of the first global batch, recomputed here from the

@@ -15,6 +15,10 @@
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/inference.h"
 
+namespace ddpm::dist {
+class Communicator;
+}
+
 namespace ddpm::trainer {
 
 // --ae-channels, --ae-factor (channel_mult {1, 2, 2, ...}), --ae-res-blocks, --z-channels for
@@ -59,6 +63,19 @@ SampleRequest latent_sample_request(const SampleRequest& image, const model::Aut
 // samples latents with index_sampler (latent_sample_request of `image`), the checkpoint's
 // autoencoder decodes them. (n, C, H, W) in [-1, 1] on the CPU.
 IndexSampler latent_index_sampler(LoadedModel& m, const SampleRequest& image, const c10::Device& device);
+
+// Reconstruction error of an autoencoder (ddpm_eval on an autoencoder run): x_hat = decode(mean of
+// q(z | x)) clamped to [-1, 1], errors on the [0, 1] scale of the images (x / 255).
+struct ReconstructionSummary {
+  int64_t count = 0;  // images, over every rank
+  double mse = 0.0;   // mean over images and dims of (x - x_hat)^2
+  double l1 = 0.0;    // mean of |x - x_hat|
+  double psnr = 0.0;  // 10 log10(1 / mse) (of the mean MSE), dB
+};
+// images uint8 (N, H, W, C): this rank's share, in batches of batch_size; the sums are
+// all-reduced over `comm`, so every rank returns the same.
+ReconstructionSummary evaluate_reconstruction(model::AutoencoderKL& ae, const at::Tensor& images, int64_t batch_size,
+                                              dist::Communicator& comm, const c10::Device& device);
 
 // latent-diffusion's scale_by_std: 1 / std of every element of `latents` (unbiased, in float64).
 double latent_scale_factor(const at::Tensor& latents);
