@@ -240,6 +240,23 @@ TEST(LatentDiffusion, ScaleFactorIsOneOverTheStdOfTheFirstBatchOnEveryRank) {
   EXPECT_NEAR(scale, want, 1e-6 * want);
 }
 
+// decode inverts encode's scaling: decode(encode(x) with zero noise) is the reconstruction of the
+// posterior mean, for any scale factor.
+TEST(LatentDiffusion, DecodeUndoesTheScaleOfEncode) {
+  const std::string dir = shared_dir("roundtrip");
+  const std::string data = dataset(dir);
+  LatentCodec codec = load_autoencoder_checkpoint(trained_autoencoder(dir, data), at::kCPU);
+  codec.scale_factor = 0.37;
+  const at::Tensor x = to_model_input(data::ImageDataset::open(data).read_images(0, 8));  // (8, 1, 8, 8)
+  const at::Tensor z = codec.encode(x, at::zeros({8, 2, 4, 4}));
+  model::AutoencoderKL net = codec.ae;
+  at::NoGradGuard no_grad;
+  const at::Tensor mean = net->encode(x).mean;
+  EXPECT_TRUE(ddpm::testing::tensors_near(z, mean * 0.37, 1e-6, 1e-7, "encode = scale x posterior mean (no noise)"));
+  EXPECT_TRUE(ddpm::testing::tensors_near(codec.decode(z), net->decode(mean).clamp(-1, 1), 1e-5, 1e-6,
+                                          "decode(encode(x)) = reconstruction"));
+}
+
 TEST(LatentDiffusion, BitExactResumeAfterSigterm) {
   const std::string dir = shared_dir("bitexact");
   const std::string data = dataset(dir);
