@@ -3,7 +3,8 @@
 // likelihood of the probability-flow ODE), or with --fid the FID of its samples against a reference
 // set (evaluation/fid_eval.h through trainer/fid_sampling.h, as in training; --sampler/--steps as
 // ddpm_sample's), or with --fid-npz the FID of stored images (fid_npz.cpp); rank 0 prints and
-// writes a JSON summary.
+// writes a JSON summary. Of an autoencoder run (ddpm_train_autoencoder): its reconstruction error
+// (MSE, L1, PSNR) on --data.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -27,6 +29,7 @@
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/fid_sampling.h"
+#include "ddpm/trainer/latent.h"
 #include "ddpm/trainer/inference.h"
 #include "fid_npz.h"
 
@@ -81,6 +84,10 @@ struct TestShare {
 TestShare read_test_share(const Args& a, const ddpm::trainer::LoadedModel& m, ddpm::dist::Communicator& comm,
                           const std::string& what) {
   if (a.data.empty()) throw std::invalid_argument("--data is required for " + what + " (the test set to evaluate)");
+  if (!m.config.latent.empty()) {
+    throw std::invalid_argument("--checkpoint " + m.checkpoint + " is a latent diffusion run: its bound would be of "
+                                "the latents, not the images; use --fid");
+  }
   const auto ds = ddpm::data::ImageDataset::open(a.data);
   const auto& info = ds.info();
   if (info.channels != m.unet->options().in_channels) {
@@ -213,7 +220,10 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
               << std::endl;
   }
   ddpm::evaluation::FidReport r;
-  if (sde) {  // evaluate_model_fid's request, with the sampler and its steps over the unrespaced diffusion
+  if (!c.latent.empty()) {  // a latent run samples latents and decodes them with its checkpoint's autoencoder
+    if (sde) throw std::invalid_argument("--sampler " + a.sampler + ": a latent run's FID samples as it trained; drop --sampler");
+    r = fid.evaluate(ddpm::trainer::latent_index_sampler(m, ddpm::trainer::fid_sample_request(fid), fid.device()));
+  } else if (sde) {  // evaluate_model_fid's request, with the sampler and its steps over the unrespaced diffusion
     ddpm::trainer::SampleRequest req = ddpm::trainer::fid_sample_request(fid);
     req.respacing.clear();
     req.sampler = a.sampler, req.sde_steps = sde_steps, req.dpm_lambda_min = a.dpm_lambda_min;
@@ -252,6 +262,41 @@ int write_json(const Args& a, const nlohmann::ordered_json& j, int rank) {
   return 0;
 }
 
+// An autoencoder run: the reconstruction error of its first EMA on --data; rank 0's summary JSON.
+nlohmann::ordered_json run_reconstruction(const Args& a, ddpm::dist::Communicator& comm,
+                                          const ddpm::dist::Context& ctx) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (a.data.empty()) throw std::invalid_argument("--data is required: the images to reconstruct");
+  if (a.fid || !a.ema.empty()) {
+    throw std::invalid_argument("--checkpoint " + a.checkpoint + " is an autoencoder: ddpm_eval gives its "
+                                "reconstruction error with its first EMA (drop --fid/--ema; ddpm_train_autoencoder "
+                                "--fid-every gives the FID of its reconstructions)");
+  }
+  ddpm::trainer::LatentCodec codec = ddpm::trainer::load_autoencoder_checkpoint(a.checkpoint, ctx.device());
+  const auto ds = ddpm::data::ImageDataset::open(a.data);
+  const int64_t count = a.num_samples > 0 ? std::min(a.num_samples, ds.info().count) : ds.info().count;
+  const auto [begin, end] = ddpm::trainer::rank_range(count, comm.rank(), comm.world_size());
+  const at::Tensor images = ds.read_images(begin, end - begin);  // (n, H, W, C) uint8
+  const auto s = ddpm::trainer::evaluate_reconstruction(codec.ae, images, a.batch_size, comm, ctx.device());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (comm.rank() != 0) return {};
+  std::printf("reconstruction of %lld images (%s): mse %.6g  l1 %.6g  psnr %.3f dB  (on [0, 1]; posterior mean; "
+              "%.1f s)\n", static_cast<long long>(s.count), codec.source.c_str(), s.mse, s.l1, s.psnr, seconds);
+  return {{"checkpoint", a.checkpoint}, {"weights", codec.source}, {"data", a.data}, {"count", s.count},
+          {"mse", s.mse}, {"l1", s.l1}, {"psnr", s.psnr}, {"seconds", seconds}, {"ranks", comm.world_size()}};
+}
+
+// From the run dir's config.json or the checkpoint folder's state.json (not loading the weights).
+bool is_autoencoder_run(const std::string& spec) {
+  namespace fs = std::filesystem;
+  const fs::path dir(spec);
+  const fs::path file = fs::exists(dir / "MANIFEST.json") ? dir / "state.json" : dir / "config.json";
+  if (!fs::exists(file)) return false;  // load_model explains what is missing
+  const nlohmann::ordered_json j = ddpm::trainer::read_json_file(file.string());
+  const nlohmann::ordered_json& config = j.contains("config") ? j.at("config") : j;
+  return config.is_object() && config.value("task", "") == "autoencoder";
+}
+
 int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   if (!a.fid && (!a.sampler.empty() || a.steps != 0)) {
     throw std::invalid_argument("--sampler and --steps choose the FID's sampler: give --fid too");
@@ -260,6 +305,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
     const ddpm::eval::FidNpzArgs n{a.fid_npz, a.data, a.fid_extractor, a.fid_stats, a.fid_samples, a.fid_batch};
     return write_json(a, ddpm::eval::run_fid_npz(n, comm, ctx.device()), comm.rank());
   }
+  if (is_autoencoder_run(a.checkpoint)) return write_json(a, run_reconstruction(a, comm, ctx), comm.rank());
   ddpm::trainer::LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   const auto merge = [&j](const nlohmann::ordered_json& part) {
@@ -279,7 +325,7 @@ int main(int argc, char** argv) {
   Args a;
   CLI::App app{"ddpm_eval: bits/dim of a ddpm checkpoint on a test HDF5 set (full T-step bound, or with --ode-bpd the "
                "probability-flow ODE's exact likelihood), or with --fid the FID of its samples (--fid-npz: of stored "
-               "images)"};
+               "images); of an autoencoder run (ddpm_train_autoencoder), its reconstruction error on --data"};
   auto* checkpoint = app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder");
   app.add_option("--fid-npz", a.fid_npz, "FID of the images of an .npz (arr_0, e.g. ddpm_sample's) against --data, "
                  "resized bilinearly when their size differs (needs --fid-extractor; --fid-samples: the first N)")

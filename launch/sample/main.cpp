@@ -3,7 +3,8 @@
 // class-conditional models, classifier guidance with a noise classifier (--classifier, ancestral
 // and DDIM); rank 0 writes improved-diffusion's .npz (arr_0 uint8 (N, H, W, C), arr_1 int64
 // labels) and a PNG grid. --cascade BASE,SR: a base model's samples super-resolved by a --task
-// superres model (cascade.cpp).
+// superres model (cascade.cpp). A latent diffusion run (ddpm_train --latent) samples latents and
+// decodes them with the autoencoder its checkpoint carries.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +15,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/images.h"
@@ -25,6 +27,7 @@
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/inference.h"
+#include "ddpm/trainer/latent.h"
 #include "cascade.h"
 #include "sample_io.h"
 
@@ -44,9 +47,12 @@ struct Args {
   uint64_t seed = 0;
 };
 
-// Image shape: flags, else the run's training set when it is readable, else the U-Net's size.
-void image_shape(const Args& a, const LoadedModel& m, SampleRequest& req) {
-  int64_t size = m.unet->options().image_size, channels = m.unet->options().in_channels;
+// Image shape: flags, else the run's training set when it is readable, else the U-Net's size
+// (times f for a latent run, whose images have the autoencoder's channels).
+void image_shape(const Args& a, const LoadedModel& m, const ddpm::trainer::LatentCodec* codec, SampleRequest& req) {
+  const int64_t f = codec ? codec->ae->options().factor() : 1;
+  const int64_t model_channels = codec ? codec->ae->options().in_channels : m.unet->options().in_channels;
+  int64_t size = m.unet->options().image_size * f, channels = model_channels;
   try {
     if (!m.config.data.empty()) {
       const auto ds = ddpm::data::ImageDataset::open(m.config.data);
@@ -56,15 +62,16 @@ void image_shape(const Args& a, const LoadedModel& m, SampleRequest& req) {
   }
   req.height = req.width = a.image_size > 0 ? a.image_size : size;
   req.channels = a.channels > 0 ? a.channels : channels;
-  if (req.channels != m.unet->options().in_channels) {
+  if (req.channels != model_channels) {
     throw std::invalid_argument("--channels " + std::to_string(req.channels) + ": the model takes " +
-                                std::to_string(m.unet->options().in_channels) + " channels");
+                                std::to_string(model_channels) + " channels");
   }
 }
 
-SampleRequest make_request(const Args& a, const LoadedModel& m, const c10::Device& device) {
+SampleRequest make_request(const Args& a, const LoadedModel& m, const ddpm::trainer::LatentCodec* codec,
+                           const c10::Device& device) {
   SampleRequest req;
-  image_shape(a, m, req);
+  image_shape(a, m, codec, req);
   req.respacing = a.respacing;
   req.sampler = a.sampler;
   req.sde_steps = a.steps;
@@ -116,7 +123,12 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
     return ddpm::sample::run_cascade_from_npz(base, req, a.cascade, comm, ctx.device());
   }
   LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
-  const SampleRequest req = make_request(a, m, ctx.device());
+  std::optional<ddpm::trainer::LatentCodec> codec;  // latent runs: the checkpoint's autoencoder
+  if (!m.config.latent.empty()) {
+    codec = ddpm::trainer::latent_codec_from_state(m.task_state, ctx.device(), m.checkpoint + "/state.pt");
+  }
+  const SampleRequest image_req = make_request(a, m, codec ? &*codec : nullptr, ctx.device());
+  const SampleRequest req = codec ? ddpm::trainer::latent_sample_request(image_req, codec->ae->options()) : image_req;
   if (!a.classifier.empty() && ddpm::trainer::is_sde_sampler(a.sampler)) {
     throw std::invalid_argument("--classifier: classifier guidance works with --sampler ancestral or ddim, not " +
                                 a.sampler);
@@ -127,7 +139,7 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
   if (comm.rank() == 0) {
     std::cout << "ddpm_sample: " << m.checkpoint << " (step " << m.step << ", weights "
               << (m.ema_rate ? "EMA " + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model.pt")) << "), "
-              << a.num_samples << " samples of " << req.channels << "x" << req.height << "x" << req.width << ", "
+              << a.num_samples << " samples of " << image_req.channels << "x" << image_req.height << "x" << image_req.width << ", "
               << (ddpm::trainer::is_sde_sampler(a.sampler)
                       ? a.sampler + ", " + std::to_string(a.steps > 0 ? a.steps : diffusion.num_timesteps()) + " steps"
                       : std::to_string(diffusion.num_timesteps()) + " steps (" +
@@ -140,13 +152,20 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
                 << (c.ema_rate ? "EMA " + ddpm::trainer::EmaSet::rate_name(*c.ema_rate) : std::string("model.pt"))
                 << "), scale " << req.classifier_scale << ", " << c.num_classes() << " classes" << std::endl;
     }
+    if (codec) {
+      std::printf("latent diffusion: %lldx%lldx%lld latents decoded by the checkpoint's autoencoder (f %lld, scale "
+                  "factor %.6f; no clipping in latent space)\n", static_cast<long long>(req.channels),
+                  static_cast<long long>(req.height), static_cast<long long>(req.width),
+                  static_cast<long long>(codec->ae->options().factor()), codec->scale_factor);
+    }
   }
   std::vector<at::Tensor> images, labels;
   const int64_t mine = end - begin, batches = (mine + a.batch_size - 1) / a.batch_size;
   for (int64_t b = 0; b < batches; ++b) {
     const int64_t lo = begin + b * a.batch_size, hi = std::min(end, lo + a.batch_size);
     const auto batch = ddpm::trainer::sample_indices(m, diffusion, req, lo, hi, ctx.device());
-    images.push_back(ddpm::data::to_uint8_nhwc(batch.images));
+    const at::Tensor decoded = codec ? codec->decode(batch.images.to(ctx.device())).cpu() : batch.images;
+    images.push_back(ddpm::data::to_uint8_nhwc(decoded));
     if (batch.labels.defined()) labels.push_back(batch.labels);
     if (comm.rank() == 0) {
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -155,7 +174,7 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
       std::fflush(stdout);
     }
   }
-  const std::vector<int64_t> hwc = {0, req.height, req.width, req.channels};
+  const std::vector<int64_t> hwc = {0, image_req.height, image_req.width, image_req.channels};
   const at::Tensor mine_images = images.empty() ? at::empty(hwc, at::kByte) : at::cat(images, 0);  // (n, H, W, C)
   at::Tensor mine_labels;
   if (m.unet->options().num_classes.value_or(0) > 0 || req.classifier) {
@@ -211,7 +230,9 @@ int main(int argc, char** argv) {
   app.add_option("--classifier-ema", a.classifier_ema,
                  "the classifier's EMA rate, or none for its model.pt (default: its first EMA)");
   app.add_option("--seed", a.seed, "noise seed (sample i uses (seed, i) on any rank count)")->capture_default_str();
-  app.add_option("--clip-denoised", a.clip_denoised, "clip predicted x_0 to [-1, 1]: on|off")->capture_default_str();
+  app.add_option("--clip-denoised", a.clip_denoised,
+                 "clip predicted x_0 to [-1, 1]: on|off (latent runs: never, latents are not in [-1, 1])")
+      ->capture_default_str();
   app.add_option("--image-size", a.image_size, "H = W (default: the run's training set, else the U-Net's)");
   app.add_option("--channels", a.channels, "image channels (default: the model's)");
   app.add_option("--out", a.out, "output .npz")->required();

@@ -2,7 +2,8 @@
 // srun (a plain run is one rank). Exit status: 0 the run reached its bound; 75 stopped by
 // SIGTERM/SIGUSR1 after writing a checkpoint (requeue: the same command resumes); 1 an error.
 // Built again as ddpm_train_<task> with DDPM_TRAIN_TASK (launch/CMakeLists.txt): the same program
-// whose --task is fixed (ddpm_train_classifier: the noise classifier of classifier guidance).
+// whose --task is fixed (ddpm_train_classifier: the noise classifier of classifier guidance;
+// ddpm_train_autoencoder: latent diffusion's autoencoder).
 #include <torch/torch.h>
 
 #include <csignal>
@@ -31,7 +32,9 @@ ddpm::trainer::CliProgram this_program() {
   const std::string what = task == "classifier" ? "trains the noise-conditional classifier of classifier guidance (the "
                                                   "encoder half of --model, --num-classes logits) on noisy images x_t "
                                                   "of a labelled dataset"
-                                                : "trains --task " + task;
+                               : task == "autoencoder" ? "trains latent diffusion's KL autoencoder (reconstruction + "
+                                                         "kl_weight KL) whose latents ddpm_train --latent diffuses"
+                                                       : "trains --task " + task;
   p.about = what + "; ddpm_train with --task " + task +
             " fixed (the same flags, loop, checkpoints and resume); run it with mpirun -np N.";
   p.defaults = ddpm::trainer::Json{{"task", DDPM_TRAIN_TASK}};

@@ -28,6 +28,7 @@ std::vector<Field> build_fields() {
   const char* diff = "Diffusion";
   const char* model = "Model";
   const char* sr = "Super-resolution";
+  const char* latent = "Latent diffusion (autoencoder)";
   const char* ckpt = "Checkpoints";
   const char* smp = "Sampling and evaluation";
   const char* log = "Logging and metrics";
@@ -86,7 +87,8 @@ std::vector<Field> build_fields() {
            &C::timestep_sampler),
       make("task", model, "what the run trains: diffusion (image diffusion) | superres (a cascade's "
            "super-resolution model, see --low-res) | classifier (noise classifier for classifier guidance: the "
-           "encoder half of --model, --num-classes logits)", &C::task),
+           "encoder half of --model, --num-classes logits) | autoencoder (latent diffusion's KL autoencoder; "
+           "ddpm_train_autoencoder)", &C::task),
       make("model", model, "U-Net preset name (see model/unet)", &C::model),
       make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"model_channels\":64}'",
            &C::model_overrides),
@@ -101,6 +103,17 @@ std::vector<Field> build_fields() {
            "0 = off (improved-diffusion's SuperResModel)", &C::cond_aug_max),
       make("cond_aug_level", sr, "--task superres: the level s of the low-res input when sampling (grids, FID, "
            "ddpm_sample --cascade), in [0, cond_aug_max]", &C::cond_aug_level, true),
+      make("ae_channels", latent, "autoencoder width of the first level (a multiple of 32)", &C::ae_channels),
+      make("ae_factor", latent, "autoencoder downsampling factor f (1, 2, 4 or 8): latents are z x H/f x W/f",
+           &C::ae_factor),
+      make("ae_res_blocks", latent, "autoencoder residual blocks per level", &C::ae_res_blocks),
+      make("z_channels", latent, "autoencoder latent channels", &C::z_channels),
+      make("ae_loss", latent, "autoencoder reconstruction loss: l1 | l2", &C::ae_loss),
+      make("kl_weight", latent, "autoencoder loss: rec + kl_weight * KL(q(z|x) || N(0, I)) / (C H W)",
+           &C::kl_weight),
+      make("latent", latent, "train the diffusion on the latents of this autoencoder run (run dir or checkpoint "
+           "folder of ddpm_train_autoencoder; its first EMA); the U-Net's in/out channels must be z_channels",
+           &C::latent),
       make("seed", run, "seed of parameters, noise, timesteps and data order", &C::seed),
       make("collective_timeout", run, "seconds a rank may wait inside one collective before every rank is "
            "ended (a peer hung or died; 0 = wait forever)", &C::collective_timeout, true),

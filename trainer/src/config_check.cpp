@@ -140,7 +140,7 @@ void check_diffusion_and_model(const TrainConfig& c) {
   one_of("var_type", c.var_type, {"fixed-small", "fixed-large", "learned", "learned-range"});
   one_of("loss_type", c.loss_type, {"mse", "rescaled-mse", "kl", "rescaled-kl"});
   one_of("timestep_sampler", c.timestep_sampler, {"uniform", "loss-second-moment"});
-  one_of("task", c.task, {"diffusion", "superres", "classifier"});
+  one_of("task", c.task, {"diffusion", "superres", "classifier", "autoencoder"});
   if (c.model.empty()) bad("model", "is empty; name a U-Net preset, e.g. --model ddpm-cifar10");
   at_least("num_classes", c.num_classes, 0, "0 means unconditional");
   if (!(c.label_dropout >= 0 && c.label_dropout < 1)) bad("label_dropout", "must be in [0, 1)");
@@ -181,6 +181,24 @@ void check_superres(const TrainConfig& c) {
   if (c.bpd_every > 0) {
     bad("bpd_every", "--task superres has no bits/dim evaluation (its likelihood is conditional on the low-res "
                      "image); give --bpd-every 0");
+// --task autoencoder's options, and --latent (diffusion only); neither has bits/dim.
+void check_latent(const TrainConfig& c) {
+  at_least("ae_channels", c.ae_channels, 32);
+  if (c.ae_channels % 32 != 0) bad("ae_channels", "is " + std::to_string(c.ae_channels) + "; give a multiple of 32 (GroupNorm's 32 groups)");
+  if (c.ae_factor != 1 && c.ae_factor != 2 && c.ae_factor != 4 && c.ae_factor != 8) {
+    bad("ae_factor", "is " + std::to_string(c.ae_factor) + "; give 1, 2, 4 or 8");
+  }
+  at_least("ae_res_blocks", c.ae_res_blocks, 1);
+  at_least("z_channels", c.z_channels, 1);
+  one_of("ae_loss", c.ae_loss, {"l1", "l2"});
+  at_least("kl_weight", c.kl_weight, 0.0);
+  if (!c.latent.empty() && c.task != "diffusion") {
+    bad("latent", "is for --task diffusion (diffusion in the autoencoder's latent space), not --task " + c.task);
+  }
+  if (c.bpd_every > 0 && (c.task == "autoencoder" || !c.latent.empty())) {
+    bad("bpd_every", std::string(c.task == "autoencoder" ? "--task autoencoder has no likelihood"
+                                                         : "a latent diffusion's bound would be of the latents, not the images") +
+                         "; use --bpd-every 0");
   }
 }
 
@@ -242,6 +260,7 @@ void validate(const TrainConfig& c) {
   check_diffusion_and_model(c);
   check_superres(c);
   check_classifier(c);
+  check_latent(c);
   check_outputs(c);
 }
 

@@ -33,7 +33,9 @@ std::string rates_text(const std::vector<double>& rates) {
   return s;
 }
 
-// The checkpoint folder a --checkpoint (`flag`) spec names, loaded and verified.
+}  // namespace
+
+// The checkpoint folder a --checkpoint (`flag`) spec names, loaded and verified (inference.h).
 std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec, const std::string& flag) {
   if (spec.empty() || !fs::exists(spec)) {
     throw CheckpointError(flag + " " + spec + ": no such run directory or checkpoint folder; give RUN_DIR or "
@@ -51,6 +53,8 @@ std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec, c
     throw CheckpointError(flag + " " + spec + ": " + e.what());
   }
 }
+
+namespace {
 
 // model.pt with the parameters of `ema` swapped in (EMAs hold parameters only, by name).
 model::TensorDict merge_ema(model::TensorDict weights, const model::TensorDict& ema, const std::string& source) {
@@ -81,6 +85,7 @@ CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::st
   m.step = state.step;
   m.config = config_from_json(state.config, path + "/state.json (config)");
   for (const auto& [rate, dict] : state.emas) m.available_ema_rates.push_back(rate);
+  m.task_state = state.sampler;
   m.weights = std::move(state.model);
   m.source = path + "/model.pt";
   if (ema != "none" && !(ema.empty() && state.emas.empty())) {
@@ -122,6 +127,11 @@ LoadedModel load_model(const std::string& spec, const std::string& ema, const c1
                                 std::to_string(w.config.low_res) + "); sample it after a base model with "
                                 "ddpm_sample --cascade BASE_RUN," + spec);
   }
+  if (w.config.task == "autoencoder") {
+    throw std::invalid_argument("--checkpoint " + spec + ": " + w.checkpoint + " is an autoencoder "
+                                "(ddpm_train_autoencoder), not a diffusion model; give a ddpm_train run (ddpm_train "
+                                "--latent trains on its latents)");
+  }
   if (w.config.task == "classifier") {
     throw std::invalid_argument("--checkpoint " + spec + ": " + w.checkpoint +
                                 " holds a noise classifier (--task classifier), not a diffusion model; give it to "
@@ -133,6 +143,7 @@ LoadedModel load_model(const std::string& spec, const std::string& ema, const c1
   m.step = w.step;
   m.ema_rate = w.ema_rate;
   m.available_ema_rates = std::move(w.available_ema_rates);
+  m.task_state = std::move(w.task_state);
   m.unet = make_unet(m.config);
   model::load_unet_state_dict(m.unet, std::move(w.weights), w.source);
   m.unet->to(device);

@@ -19,5 +19,12 @@ std::unique_ptr<TrainTask> make_superres_task(const TrainConfig& config, const d
 // --task classifier (classifier_task.cpp): the noise-conditional classifier of classifier guidance.
 std::unique_ptr<TrainTask> make_classifier_task(const TrainConfig& config, const data::DatasetInfo& info,
                                                 const c10::Device& device);
+// --task autoencoder (autoencoder_task.cpp): latent diffusion's KL autoencoder.
+std::unique_ptr<TrainTask> make_autoencoder_task(const TrainConfig& config, const data::DatasetInfo& info,
+                                                 const c10::Device& device);
+
+// --task diffusion --latent AE (latent_task.cpp): the diffusion task on the autoencoder's latents.
+std::unique_ptr<TrainTask> make_latent_diffusion_task(const TrainConfig& config, const data::DatasetInfo& info,
+                                                      const c10::Device& device);
 
 }  // namespace ddpm::trainer::detail

@@ -18,6 +18,7 @@
 #include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/model/tensor_dict.h"
 #include "ddpm/model/unet/unet.h"
+#include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 
 namespace ddpm::dist {
@@ -38,6 +39,7 @@ struct CheckpointWeights {
   int64_t step = 0;
   std::optional<double> ema_rate;     // the EMA whose weights were chosen; empty = model.pt
   std::vector<double> available_ema_rates;
+  model::TensorDict task_state;       // the task's checkpointed state (state.pt; latent runs: the autoencoder)
 };
 CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::string& ema,
                                           const std::string& flag = "--checkpoint", const std::string& ema_flag = "--ema");
@@ -50,8 +52,12 @@ struct LoadedModel {
   int64_t step = 0;
   std::optional<double> ema_rate;     // the EMA whose weights were loaded; empty = model.pt
   std::vector<double> available_ema_rates;
+  model::TensorDict task_state;       // the task's checkpointed state (state.pt; latent runs: the autoencoder)
 };
 
+// The checkpoint a spec names (a checkpoint folder, or a run dir's newest checkpoint that
+// verifies), loaded and verified, and its folder. Throws CheckpointError naming `flag` and spec.
+std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec, const std::string& flag = "--checkpoint");
 
 // spec: a checkpoint folder (holding MANIFEST.json) or a run dir (its newest checkpoint that
 // verifies). ema: "" = the checkpoint's first EMA rate (model.pt when it has none), "none" =

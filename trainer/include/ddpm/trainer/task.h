@@ -2,10 +2,12 @@
 // all-reduce, the optimizer step, the EMAs, checkpoints, metrics and the periodic work; a
 // TrainTask owns the network it trains, how a microbatch of data becomes a loss, and how a
 // network with given weights makes images (sample grids, FID) or bits/dim. One loop, many tasks:
-//   diffusion   image diffusion, class-conditional or not (DiffusionTask, diffusion_task.cpp)
+//   diffusion   image diffusion, class-conditional or not (DiffusionTask, diffusion_task.cpp);
+//               with --latent, in the latent space of a frozen autoencoder (latent_task.cpp)
 //   superres    a cascade's super-resolution model (SuperResTask, superres_task.cpp)
 //   classifier  the noise-conditional classifier of classifier guidance (ClassifierTask,
 //               classifier_task.cpp; ddpm_train_classifier)
+//   autoencoder latent diffusion's KL autoencoder (autoencoder_task.cpp; ddpm_train_autoencoder)
 // make_train_task() picks the task of --task; a new task is a class and a line there.
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -67,6 +69,14 @@ class TrainTask {
   // labels on the device or undefined. Runs under the Trainer's autocast; draws its randomness
   // from the global generators (seeded per rank by the Trainer, saved in checkpoints).
   virtual MicrobatchLoss loss(const at::Tensor& x, const at::Tensor& y) = 0;
+
+  // A fresh start (not a resume), on every rank, after the network is broadcast and before the
+  // training's random streams are seeded: run constants every rank must agree on (latent
+  // diffusion's scale factor). A collective over `comm`. Returns a line for the log, or "".
+  virtual std::string start(dist::Communicator& comm) {
+    (void)comm;
+    return "";
+  }
 
   // After every step (skipped ones too), on every rank with the same value: every rank's rows
   // (G, 4) float64 on the CPU, when all their losses are finite (the timestep sampler's history).
