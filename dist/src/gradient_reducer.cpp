@@ -32,7 +32,7 @@ struct ReducerHook : torch::autograd::PostAccumulateGradHook {
 }  // namespace
 
 GradientReducer::GradientReducer(Communicator& comm, NamedTensors parameters, ReducerOptions options)
-    : comm_(comm), options_(options), t0_ns_(now_ns()) {
+    : comm_(comm), options_(options), identity_(comm.backend() == "single"), t0_ns_(now_ns()) {
   TORCH_CHECK(options_.bucket_cap_bytes > 0 && options_.first_bucket_cap_bytes > 0,
               "GradientReducer: bucket caps must be positive, got ", options_.first_bucket_cap_bytes,
               " and ", options_.bucket_cap_bytes);
@@ -132,7 +132,7 @@ void GradientReducer::on_grad_ready(int64_t index) {
               " has no dense gradient");
   record(ReducerEvent::Kind::kGradReady, index);
   Bucket& b = buckets_[s.bucket];
-  {
+  if (!identity_) {
     at::NoGradGuard no_grad;
     b.flat.narrow(0, s.offset, s.param.numel()).copy_(grad.reshape({-1}));
   }
@@ -179,6 +179,7 @@ void GradientReducer::finish() {
     Bucket& b = buckets_[bi];
     b.work->wait();
     record(ReducerEvent::Kind::kBucketDone, bi);
+    if (identity_) continue;  // .grad already holds the mean over the one rank
     for (int64_t i : b.slots) {
       Slot& s = slots_[i];
       s.param.mutable_grad().copy_(b.flat.narrow(0, s.offset, s.param.numel()).view(s.param.sizes()));

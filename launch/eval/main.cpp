@@ -2,7 +2,9 @@
 // T-step bound, calc_bpd_loop, split across ranks and all-reduced; or with --ode-bpd the exact
 // likelihood of the probability-flow ODE), or with --fid the FID of its samples against a reference
 // set (evaluation/fid_eval.h through trainer/fid_sampling.h, as in training; --sampler/--steps as
-// ddpm_sample's); rank 0 prints and writes a JSON summary.
+// ddpm_sample's), or with --fid-npz the FID of stored images (fid_npz.cpp); rank 0 prints and
+// writes a JSON summary. Of an autoencoder run (ddpm_train_autoencoder): its reconstruction error
+// (MSE, L1, PSNR) on --data.
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
@@ -11,12 +13,15 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iostream>
 #include <memory>
 
 #include "ddpm/data/dataset.h"
+#include "ddpm/data/npy.h"
+#include "ddpm/evaluation/domain_net.h"
 #include "ddpm/dist/check.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
@@ -24,7 +29,9 @@
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/fid_sampling.h"
+#include "ddpm/trainer/latent.h"
 #include "ddpm/trainer/inference.h"
+#include "fid_npz.h"
 
 namespace {
 
@@ -42,6 +49,7 @@ struct Args {
   std::string sampler;  // --sampler / --steps (FID): resolve_sampler (inference.h), as ddpm_sample
   int64_t steps = 0;
   double dpm_lambda_min = ddpm::diffusion::kDpmSolverLambdaMin;
+  std::string fid_npz;  // --fid-npz: the FID of stored images instead of a checkpoint's samples
 };
 
 nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedModel& m,
@@ -76,6 +84,10 @@ struct TestShare {
 TestShare read_test_share(const Args& a, const ddpm::trainer::LoadedModel& m, ddpm::dist::Communicator& comm,
                           const std::string& what) {
   if (a.data.empty()) throw std::invalid_argument("--data is required for " + what + " (the test set to evaluate)");
+  if (!m.config.latent.empty()) {
+    throw std::invalid_argument("--checkpoint " + m.checkpoint + " is a latent diffusion run: its bound would be of "
+                                "the latents, not the images; use --fid");
+  }
   const auto ds = ddpm::data::ImageDataset::open(a.data);
   const auto& info = ds.info();
   if (info.channels != m.unet->options().in_channels) {
@@ -208,7 +220,10 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
               << std::endl;
   }
   ddpm::evaluation::FidReport r;
-  if (sde) {  // evaluate_model_fid's request, with the sampler and its steps over the unrespaced diffusion
+  if (!c.latent.empty()) {  // a latent run samples latents and decodes them with its checkpoint's autoencoder
+    if (sde) throw std::invalid_argument("--sampler " + a.sampler + ": a latent run's FID samples as it trained; drop --sampler");
+    r = fid.evaluate(ddpm::trainer::latent_index_sampler(m, ddpm::trainer::fid_sample_request(fid), fid.device()));
+  } else if (sde) {  // evaluate_model_fid's request, with the sampler and its steps over the unrespaced diffusion
     ddpm::trainer::SampleRequest req = ddpm::trainer::fid_sample_request(fid);
     req.respacing.clear();
     req.sampler = a.sampler, req.sde_steps = sde_steps, req.dpm_lambda_min = a.dpm_lambda_min;
@@ -238,10 +253,59 @@ nlohmann::ordered_json run_fid(const Args& a, ddpm::trainer::LoadedModel& m, ddp
   return j;
 }
 
+int write_json(const Args& a, const nlohmann::ordered_json& j, int rank) {
+  if (rank != 0 || a.out_json.empty()) return 0;
+  std::ofstream f(a.out_json);
+  f << j.dump(2) << "\n";
+  if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
+  std::cout << "wrote " << a.out_json << std::endl;
+  return 0;
+}
+
+// An autoencoder run: the reconstruction error of its first EMA on --data; rank 0's summary JSON.
+nlohmann::ordered_json run_reconstruction(const Args& a, ddpm::dist::Communicator& comm,
+                                          const ddpm::dist::Context& ctx) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (a.data.empty()) throw std::invalid_argument("--data is required: the images to reconstruct");
+  if (a.fid || !a.ema.empty()) {
+    throw std::invalid_argument("--checkpoint " + a.checkpoint + " is an autoencoder: ddpm_eval gives its "
+                                "reconstruction error with its first EMA (drop --fid/--ema; ddpm_train_autoencoder "
+                                "--fid-every gives the FID of its reconstructions)");
+  }
+  ddpm::trainer::LatentCodec codec = ddpm::trainer::load_autoencoder_checkpoint(a.checkpoint, ctx.device());
+  const auto ds = ddpm::data::ImageDataset::open(a.data);
+  const int64_t count = a.num_samples > 0 ? std::min(a.num_samples, ds.info().count) : ds.info().count;
+  const auto [begin, end] = ddpm::trainer::rank_range(count, comm.rank(), comm.world_size());
+  const at::Tensor images = ds.read_images(begin, end - begin);  // (n, H, W, C) uint8
+  const auto s = ddpm::trainer::evaluate_reconstruction(codec.ae, images, a.batch_size, comm, ctx.device());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (comm.rank() != 0) return {};
+  std::printf("reconstruction of %lld images (%s): mse %.6g  l1 %.6g  psnr %.3f dB  (on [0, 1]; posterior mean; "
+              "%.1f s)\n", static_cast<long long>(s.count), codec.source.c_str(), s.mse, s.l1, s.psnr, seconds);
+  return {{"checkpoint", a.checkpoint}, {"weights", codec.source}, {"data", a.data}, {"count", s.count},
+          {"mse", s.mse}, {"l1", s.l1}, {"psnr", s.psnr}, {"seconds", seconds}, {"ranks", comm.world_size()}};
+}
+
+// From the run dir's config.json or the checkpoint folder's state.json (not loading the weights).
+bool is_autoencoder_run(const std::string& spec) {
+  namespace fs = std::filesystem;
+  const fs::path dir(spec);
+  const fs::path file = fs::exists(dir / "MANIFEST.json") ? dir / "state.json" : dir / "config.json";
+  if (!fs::exists(file)) return false;  // load_model explains what is missing
+  const nlohmann::ordered_json j = ddpm::trainer::read_json_file(file.string());
+  const nlohmann::ordered_json& config = j.contains("config") ? j.at("config") : j;
+  return config.is_object() && config.value("task", "") == "autoencoder";
+}
+
 int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   if (!a.fid && (!a.sampler.empty() || a.steps != 0)) {
     throw std::invalid_argument("--sampler and --steps choose the FID's sampler: give --fid too");
   }
+  if (!a.fid_npz.empty()) {
+    const ddpm::eval::FidNpzArgs n{a.fid_npz, a.data, a.fid_extractor, a.fid_stats, a.fid_samples, a.fid_batch};
+    return write_json(a, ddpm::eval::run_fid_npz(n, comm, ctx.device()), comm.rank());
+  }
+  if (is_autoencoder_run(a.checkpoint)) return write_json(a, run_reconstruction(a, comm, ctx), comm.rank());
   ddpm::trainer::LoadedModel m = ddpm::trainer::load_model(a.checkpoint, a.ema, ctx.device());
   nlohmann::ordered_json j = nlohmann::ordered_json::object();
   const auto merge = [&j](const nlohmann::ordered_json& part) {
@@ -250,12 +314,7 @@ int run(const Args& a, ddpm::dist::Communicator& comm, const ddpm::dist::Context
   if (a.bpd || (!a.fid && !a.ode_bpd)) j = run_bpd(a, m, comm, ctx);
   if (a.ode_bpd) merge(run_ode_bpd(a, m, comm, ctx));
   if (a.fid) merge(run_fid(a, m, comm, ctx));
-  if (comm.rank() != 0 || a.out_json.empty()) return 0;
-  std::ofstream f(a.out_json);
-  f << j.dump(2) << "\n";
-  if (!f) throw std::runtime_error("--out-json " + a.out_json + ": cannot write it");
-  std::cout << "wrote " << a.out_json << std::endl;
-  return 0;
+  return write_json(a, j, comm.rank());
 }
 
 }  // namespace
@@ -265,8 +324,12 @@ int main(int argc, char** argv) {
   const ddpm::dist::Context& ctx = mpi.context();
   Args a;
   CLI::App app{"ddpm_eval: bits/dim of a ddpm checkpoint on a test HDF5 set (full T-step bound, or with --ode-bpd the "
-               "probability-flow ODE's exact likelihood), or with --fid the FID of its samples"};
-  app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder")->required();
+               "probability-flow ODE's exact likelihood), or with --fid the FID of its samples (--fid-npz: of stored "
+               "images); of an autoencoder run (ddpm_train_autoencoder), its reconstruction error on --data"};
+  auto* checkpoint = app.add_option("--checkpoint", a.checkpoint, "run dir (its newest valid checkpoint) or checkpoint folder");
+  app.add_option("--fid-npz", a.fid_npz, "FID of the images of an .npz (arr_0, e.g. ddpm_sample's) against --data, "
+                 "resized bilinearly when their size differs (needs --fid-extractor; --fid-samples: the first N)")
+      ->excludes(checkpoint);
   app.add_option("--ema", a.ema, "EMA rate, or none for model.pt (default: the first EMA)");
   app.add_option("--data", a.data,
                  "test set (HDF5 written by ddpm_prepare); with --fid the reference set (default: the run's "
@@ -311,6 +374,10 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return ctx.rank == 0 ? app.exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
+  }
+  if (a.checkpoint.empty() && a.fid_npz.empty()) {
+    if (ctx.rank == 0) std::cerr << "give --checkpoint RUN (or --fid-npz FILE); see --help" << std::endl;
+    return 1;
   }
   return ddpm::dist::run_rank_main(ctx, [&](std::unique_ptr<ddpm::dist::Communicator>& comm) {
     ddpm::dist::set_threads_per_rank(ctx);

@@ -52,6 +52,7 @@ struct Metrics::Families {
   Family<Gauge>* resident_memory;
   Family<Gauge>* exit_status;
   Family<Gauge>* start_time;
+  Family<Gauge>* task_term = nullptr;  // registered on first use (tasks other than diffusion)
 };
 
 namespace {
@@ -124,6 +125,19 @@ void Metrics::set_loss_quartile(int q, double loss, double mse, double vb) {
   f_->loss->Add(l).Set(loss);
   f_->mse->Add(l).Set(mse);
   f_->vb->Add(l).Set(vb);
+}
+
+void Metrics::set_task_term(const std::string& term, int q, double value) {
+  if (q < -1 || q > 3) throw std::invalid_argument("Metrics::set_task_term: quartile " + std::to_string(q) + " not in -1..3");
+  if (!f_->task_term) {
+    f_->task_term = &reg(prometheus::BuildGauge(), "ddpm_task_term",
+                         "A training task's own per-example term (e.g. the noise classifier's accuracy), mean over "
+                         "the last logged interval (all t, or one quartile of t)",
+                         {{"run_id", run_id_}}, *registry_);
+  }
+  prometheus::Labels l{{"term", term}};
+  if (q >= 0) l["quartile"] = "q" + std::to_string(q);
+  f_->task_term->Add(l).Set(value);
 }
 
 void Metrics::add_steps(std::uint64_t n) { f_->steps->Add({}).Increment(static_cast<double>(n)); }

@@ -1,6 +1,7 @@
 // GradientReducer: a data-parallel step equals the single-process step (with and without
-// microbatch accumulation under no_sync), buckets are launched during backward (overlap), and a
-// parameter without gradient is named in the error.
+// microbatch accumulation under no_sync), buckets are launched during backward (overlap), a
+// parameter without gradient is named in the error, and over a SingleProcessCommunicator the
+// gradients are those of a plain backward.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -131,6 +132,35 @@ TEST(GradientReducer, FirstBucketLaunchesBeforeBackwardEnds) {
   for (int64_t i = 0; i < last_grad; ++i)
     launched_before_end += events[i].kind == ReducerEvent::Kind::kBucketLaunched;
   EXPECT_EQ(launched_before_end, 7);  // all but the bucket holding the first layer
+}
+
+// One process: finish() leaves exactly the gradients of a plain backward (no bucket round trip),
+// step after step, and still names a parameter without gradient.
+TEST(GradientReducer, SingleProcessLeavesPlainGradients) {
+  ddpm::dist::SingleProcessCommunicator single;
+  torch::manual_seed(7);
+  TinyConvNetImpl net, plain;
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < net.parameters().size(); ++i) plain.parameters()[i].copy_(net.parameters()[i]);
+  }
+  GradientReducer r(single, net, {});
+  const Data data;
+  for (int step = 0; step < 2; ++step) {
+    for (auto* m : {&net, &plain}) {
+      for (auto& p : m->parameters()) p.mutable_grad() = at::Tensor();
+      tiny_loss(*m, data, 8 * step, 8 * step + 8).backward();
+    }
+    r.finish();
+    for (size_t i = 0; i < net.parameters().size(); ++i) {
+      EXPECT_TRUE(net.parameters()[i].grad().equal(plain.parameters()[i].grad())) << "parameter " << i;
+    }
+  }
+  torch::manual_seed(7);
+  TinyConvNetImpl with_unused(/*with_unused=*/true);
+  GradientReducer u(single, with_unused, {});
+  with_unused.forward(torch::randn({2, 3, 8, 8})).sum().backward();
+  EXPECT_THROW(u.finish(), ddpm::dist::DistError);
 }
 
 TEST(GradientReducer, UnusedParameterIsNamed) {

@@ -113,6 +113,19 @@ TEST(Metrics, NamesTypesAndLabelsInTheExposition) {
   EXPECT_GT(std::stod(mt[1]), 1e6) << "resident memory of a test process is more than 1 MB";
 }
 
+// A task's own terms (the classifier's accuracy): ddpm_task_term{term, quartile}, absent until set.
+TEST(Metrics, TaskTermsByQuartile) {
+  Metrics m("run-2");
+  EXPECT_FALSE(has_line(filled(m).serialize(), "# TYPE ddpm_task_term gauge")) << "a diffusion run has none";
+  m.set_task_term("accuracy", -1, 0.625);
+  for (int q = 0; q < 4; ++q) m.set_task_term("accuracy", q, 0.25 * (q + 1));
+  const std::string t = m.serialize();
+  EXPECT_TRUE(has_line(t, "# TYPE ddpm_task_term gauge")) << t;
+  EXPECT_TRUE(has_sample(t, "ddpm_task_term", {{"run_id", "run-2"}, {"term", "accuracy"}}, "0.625")) << t;
+  EXPECT_TRUE(has_sample(t, "ddpm_task_term", {{"quartile", "q1"}, {"run_id", "run-2"}, {"term", "accuracy"}}, "0.5"));
+  EXPECT_THROW(m.set_task_term("accuracy", 4, 0.0), std::invalid_argument);
+}
+
 TEST(Metrics, RejectsBadArguments) {
   EXPECT_THROW(Metrics(""), std::invalid_argument);
   Metrics m("r");

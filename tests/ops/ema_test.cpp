@@ -1,5 +1,5 @@
-// ddpm::ops::ema_update_ against tests/reference/ema_reference.py (float64 numpy), and the CUDA
-// multi-tensor kernel against the LibTorch foreach reference (gpu; skips without a device).
+// ddpm::ops::ema_update_ against tests/reference/ema_reference.py (float64 numpy), its CPU lerp and
+// the CUDA multi-tensor kernel against the LibTorch foreach reference (gpu; skips without a device).
 #include <ATen/ATen.h>
 
 #include <string>
@@ -71,6 +71,24 @@ TEST(Ema, ClearErrorsOnMismatch) {
   EXPECT_THROW(ddpm::ops::ema_update_(ema, {at::zeros({3}, at::kDouble)}, 0.9), c10::Error);
   EXPECT_THROW(ddpm::ops::ema_update_(ema, {}, 0.9), c10::Error);
   EXPECT_THROW(ddpm::ops::ema_update_(ema, {at::zeros({3})}, 1.5), c10::Error);
+}
+
+// The CPU path (one foreach lerp) against the reference's mul + add, over 3 updates of 40 tensors:
+// the same formula, rounded differently.
+TEST(Ema, CpuLerpMatchesForeachReference) {
+  at::manual_seed(5);
+  std::vector<at::Tensor> ema, ref;
+  for (int i = 0; i < 40; ++i) ema.push_back(at::randn({1 + i * 131}));
+  for (const auto& t : ema) ref.push_back(t.clone());
+  for (int k = 0; k < 3; ++k) {
+    std::vector<at::Tensor> params;
+    for (const auto& t : ema) params.push_back(at::randn_like(t));
+    ddpm::ops::ema_update_(ema, params, 0.999);
+    ddpm::ops::ema_update_reference_(ref, params, 0.999);
+  }
+  for (size_t i = 0; i < ema.size(); ++i) {
+    EXPECT_TRUE(tensors_near(ema[i], ref[i], 1e-6, 1e-7, "lerp vs mul + add " + std::to_string(i)));
+  }
 }
 
 // Many tensors (more than one launch's 36) and one larger than a launch's 320 x 65536 chunks.

@@ -7,6 +7,8 @@ Golden mode (--out G.h5): for a few small configurations it builds the model wit
 weights (zero-initialised convolutions included, so they matter), saves them with torch.save next
 to G.h5 (G_<cfg>.pt), and writes the inputs, the float64 forward outputs, the state_dict keys and
 shapes, and the forward FLOP count measured by torch.utils.flop_counter into G.h5.
+The super-resolution U-Net (improved-diffusion's SuperResModel, with ddpm's conditioning-augmentation
+embedding as an option) is checked the same way (SR_CONFIGS).
 Count mode (--count): prints the parameter count of the published presets.
 """
 import argparse
@@ -184,13 +186,19 @@ class UNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(*layers))
         self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), zero(nn.Conv2d(mc, out_ch_total, 3, padding=1)))
 
-    def forward(self, x, t, y=None):
+    def embed(self, t, y=None):
         dtype = next(self.parameters()).dtype
         emb = self.time_embed(timestep_embedding(t, self.model_channels).to(dtype))
         if self.num_classes is not None:
             if y is None:
                 y = torch.full_like(t, self.num_classes).long()
             emb = emb + self.label_emb(y)
+        return emb
+
+    def forward(self, x, t, y=None):
+        return self.forward_embedded(x, self.embed(t, y))
+
+    def forward_embedded(self, x, emb):
         hs, h = [], x
         for m in self.input_blocks:
             h = m(h, emb)
@@ -199,6 +207,29 @@ class UNet(nn.Module):
         for m in self.output_blocks:
             h = m(torch.cat([h, hs.pop()], dim=1), emb)
         return self.out(h)
+
+
+class SuperResModel(UNet):
+    """improved-diffusion's SuperResModel: the UNet on [x_t, bilinear upsampling of low_res] (2C input
+    channels). With aug_embed=True, ddpm's extension for conditioning augmentation (Ho et al. 2021):
+    aug_embed (Linear, SiLU, Linear; last layer zero-initialised) of timestep_embedding(aug_level)
+    is added to the time embedding."""
+
+    def __init__(self, in_channels=3, aug_embed=False, **kw):
+        super().__init__(in_channels=2 * in_channels, **kw)
+        if aug_embed:
+            mc = self.model_channels
+            self.aug_embed = nn.Sequential(nn.Linear(mc, 4 * mc), nn.SiLU(), zero(nn.Linear(4 * mc, 4 * mc)))
+        else:
+            self.aug_embed = None
+
+    def forward(self, x, t, low_res, aug_level=None, y=None):
+        up = F.interpolate(low_res, x.shape[2:], mode="bilinear", align_corners=False)
+        emb = self.embed(t, y)
+        if self.aug_embed is not None:
+            dtype = next(self.parameters()).dtype
+            emb = emb + self.aug_embed(timestep_embedding(aug_level, self.model_channels).to(dtype))
+        return self.forward_embedded(torch.cat([x, up], dim=1), emb)
 
 
 PRESETS = {
@@ -221,6 +252,16 @@ CONFIGS = {
                  resblock_updown=True, learn_sigma=True, num_classes=5, dropout=0.1, image_size=16),
     "plain": dict(in_channels=1, model_channels=32, out_channels=1, channel_mult=(1, 2), num_res_blocks=1,
                   attention_resolutions=(8,), conv_resample=False, image_size=8),
+}
+
+# Super-resolution configurations: the U-Net options of the high-resolution image plus the
+# low-resolution size and whether the augmentation level is an input.
+SR_CONFIGS = {
+    "superres": dict(in_channels=1, model_channels=32, out_channels=1, channel_mult=(1, 2), num_res_blocks=1,
+                     attention_resolutions=(8,), learn_sigma=True, image_size=16, low_res=8, aug_embed=False),
+    "superres_aug": dict(in_channels=3, model_channels=32, out_channels=3, channel_mult=(1, 2), num_res_blocks=1,
+                         attention_resolutions=(8,), num_heads=2, use_scale_shift_norm=True, image_size=16,
+                         low_res=4, aug_embed=True),
 }
 
 
@@ -265,10 +306,44 @@ def golden(out):
             for j, v in enumerate(model.state_dict().values()):
                 shapes[j, :v.dim()] = list(v.shape)
             f[f"{name}/shapes"] = shapes
+        golden_superres(f, base)
         te = timestep_embedding(torch.tensor([0.0, 1.0, 17.5, 999.0]), 33)
         f["timestep_embedding/t"] = np.array([0.0, 1.0, 17.5, 999.0])
         f["timestep_embedding/emb"] = te.numpy()
 
+
+def golden_superres(f, base):
+    """SR_CONFIGS: weights file, inputs x, t, low_res (and aug_level), float64 outputs, keys, shapes."""
+    for i, (name, cfg) in enumerate(SR_CONFIGS.items()):
+        cfg = dict(cfg)
+        low = cfg.pop("low_res")
+        torch.manual_seed(200 + i)
+        model = SuperResModel(**cfg).eval()
+        with torch.no_grad():  # randomise everything, the zero-initialised layers too
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        torch.save(dict(model.state_dict()), f"{base}_{name}.pt")
+        n, s, c = 3, cfg["image_size"], cfg["in_channels"]
+        x = torch.randn(n, c, s, s)
+        t = torch.tensor([0, 517, 999], dtype=torch.int64)
+        low_res = torch.rand(n, c, low, low) * 2 - 1
+        aug = torch.tensor([0, 3, 250], dtype=torch.int64) if cfg["aug_embed"] else None
+        with torch.no_grad():
+            out64 = model.double()(x.double(), t, low_res.double(), aug)
+        f[f"{name}/x"] = x.numpy()
+        f[f"{name}/t"] = t.numpy()
+        f[f"{name}/low_res"] = low_res.numpy()
+        if aug is not None:
+            f[f"{name}/aug_level"] = aug.numpy()
+        f[f"{name}/out"] = out64.numpy()
+        f[f"{name}/upsampled"] = F.interpolate(low_res.double(), (s, s), mode="bilinear", align_corners=False).numpy()
+        keys = list(model.state_dict().keys())
+        f[f"{name}/keys"] = np.frombuffer("\n".join(keys).encode(), dtype=np.uint8)
+        shapes = np.full((len(keys), 4), -1, dtype=np.int64)
+        for j, v in enumerate(model.state_dict().values()):
+            shapes[j, :v.dim()] = list(v.shape)
+        f[f"{name}/shapes"] = shapes
+        f[f"{name}/num_params"] = np.array([sum(p.numel() for p in model.parameters())], dtype=np.int64)
 
 def count():
     for name, cfg in PRESETS.items():

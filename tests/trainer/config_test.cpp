@@ -140,6 +140,42 @@ TEST(Config, JsonRoundTripAndFile) {
   EXPECT_EQ(read_json_file(path), j);
 }
 
+// ddpm_train_classifier's parser: its name and task default in --help and in the config; a
+// classifier run refuses what makes images or bits/dim, naming the flag.
+TEST(Config, ProgramDefaultsAndTheClassifierTask) {
+  CliProgram program;
+  program.name = "ddpm_train_classifier";
+  program.defaults = Json{{"task", "classifier"}};
+  const auto parse_as = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), program.name);
+    std::vector<const char*> argv;
+    for (const auto& a : args) argv.push_back(a.c_str());
+    return parse_train_args(static_cast<int>(argv.size()), argv.data(), program);
+  };
+  const CliResult help = parse_as({"--help"});
+  EXPECT_EQ(help.help.rfind("ddpm_train_classifier: ", 0), 0u) << help.help.substr(0, 80);
+  EXPECT_NE(help.help.find("--task TEXT=classifier"), std::string::npos);
+  const std::vector<std::string> ok = {"--data", "d.h5", "--run-dir", "r", "--max-steps", "5", "--num-classes", "10"};
+  EXPECT_EQ(parse_as(ok).config->task, "classifier");
+  EXPECT_EQ(parse_ok({"--data", "d.h5", "--run-dir", "r", "--max-steps", "5"}).task, "diffusion");
+  const auto error_of = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), ok.begin(), ok.end());
+    try {
+      parse_as(more);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_NE(error_of({"--sample-every", "100"}).find("--sample-every (key \"sample_every\"): is 100 but --task "
+                                                     "classifier"), std::string::npos) << error_of({"--sample-every", "100"});
+  EXPECT_NE(error_of({"--fid-every", "100"}).find("--fid-every 0"), std::string::npos);
+  EXPECT_NE(error_of({"--bpd-every", "100"}).find("--bpd-every 0"), std::string::npos);
+  EXPECT_NE(error_of({"--num-classes", "0"}).find("--num-classes"), std::string::npos);
+  EXPECT_NE(error_of({"--preset", "fmnist-demo"}).find("--sample-every"), std::string::npos)
+      << "the demo preset's grids must be turned off for a classifier";
+}
+
 TEST(Config, EveryBadInputNamesItsFlagAndTheFix) {
   expect_error({"--data", "d.h5", "--max-steps", "5"}, {"--run-dir", "missing"});
   expect_error({"--run-dir", "r", "--max-steps", "5"}, {"--data", "missing"});

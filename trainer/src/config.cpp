@@ -27,6 +27,8 @@ std::vector<Field> build_fields() {
   const char* prec = "Precision";
   const char* diff = "Diffusion";
   const char* model = "Model";
+  const char* sr = "Super-resolution";
+  const char* latent = "Latent diffusion (autoencoder)";
   const char* ckpt = "Checkpoints";
   const char* smp = "Sampling and evaluation";
   const char* log = "Logging and metrics";
@@ -83,14 +85,35 @@ std::vector<Field> build_fields() {
       make("rescale_timesteps", diff, "network sees t * 1000 / T", &C::rescale_timesteps),
       make("timestep_sampler", diff, "uniform | loss-second-moment (importance sampling)",
            &C::timestep_sampler),
-      make("task", model, "what the run trains: diffusion (image diffusion)", &C::task),
+      make("task", model, "what the run trains: diffusion (image diffusion) | superres (a cascade's "
+           "super-resolution model, see --low-res) | classifier (noise classifier for classifier guidance: the "
+           "encoder half of --model, --num-classes logits) | autoencoder (latent diffusion's KL autoencoder; "
+           "ddpm_train_autoencoder)", &C::task),
       make("model", model, "U-Net preset name (see model/unet)", &C::model),
-      make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"num_channels\":64}'",
+      make("model_overrides", model, "U-Net option overrides as a JSON object, e.g. '{\"model_channels\":64}'",
            &C::model_overrides),
       make("num_classes", model, "classes for a class-conditional model (0 = unconditional)",
            &C::num_classes),
       make("label_dropout", model, "probability a label is dropped (classifier-free guidance)",
            &C::label_dropout),
+      make("low_res", sr, "--task superres: the low resolution N; the model is conditioned on the training "
+           "image area-downsampled to N x N (N < the image size and dividing it)", &C::low_res),
+      make("cond_aug_max", sr, "--task superres: Gaussian conditioning augmentation, the low-res input noised "
+           "by the forward process to a level s uniform in {0..S} (a timestep; s is given to the network); "
+           "0 = off (improved-diffusion's SuperResModel)", &C::cond_aug_max),
+      make("cond_aug_level", sr, "--task superres: the level s of the low-res input when sampling (grids, FID, "
+           "ddpm_sample --cascade), in [0, cond_aug_max]", &C::cond_aug_level, true),
+      make("ae_channels", latent, "autoencoder width of the first level (a multiple of 32)", &C::ae_channels),
+      make("ae_factor", latent, "autoencoder downsampling factor f (1, 2, 4 or 8): latents are z x H/f x W/f",
+           &C::ae_factor),
+      make("ae_res_blocks", latent, "autoencoder residual blocks per level", &C::ae_res_blocks),
+      make("z_channels", latent, "autoencoder latent channels", &C::z_channels),
+      make("ae_loss", latent, "autoencoder reconstruction loss: l1 | l2", &C::ae_loss),
+      make("kl_weight", latent, "autoencoder loss: rec + kl_weight * KL(q(z|x) || N(0, I)) / (C H W)",
+           &C::kl_weight),
+      make("latent", latent, "train the diffusion on the latents of this autoencoder run (run dir or checkpoint "
+           "folder of ddpm_train_autoencoder; its first EMA); the U-Net's in/out channels must be z_channels",
+           &C::latent),
       make("seed", run, "seed of parameters, noise, timesteps and data order", &C::seed),
       make("collective_timeout", run, "seconds a rank may wait inside one collective before every rank is "
            "ended (a peer hung or died; 0 = wait forever)", &C::collective_timeout, true),

@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <utility>
 
 #include "config_fields.h"
 #include "ddpm/data/files.h"
@@ -139,12 +140,65 @@ void check_diffusion_and_model(const TrainConfig& c) {
   one_of("var_type", c.var_type, {"fixed-small", "fixed-large", "learned", "learned-range"});
   one_of("loss_type", c.loss_type, {"mse", "rescaled-mse", "kl", "rescaled-kl"});
   one_of("timestep_sampler", c.timestep_sampler, {"uniform", "loss-second-moment"});
-  one_of("task", c.task, {"diffusion"});
+  one_of("task", c.task, {"diffusion", "superres", "classifier", "autoencoder"});
   if (c.model.empty()) bad("model", "is empty; name a U-Net preset, e.g. --model ddpm-cifar10");
   at_least("num_classes", c.num_classes, 0, "0 means unconditional");
   if (!(c.label_dropout >= 0 && c.label_dropout < 1)) bad("label_dropout", "must be in [0, 1)");
   if (c.label_dropout > 0 && c.num_classes == 0) {
     bad("label_dropout", "is set but --num-classes is 0; label dropout needs a class-conditional model");
+  }
+}
+
+// --task superres: the low resolution and conditioning augmentation (the image size is checked
+// against the data by the task, superres_task.cpp).
+void check_superres(const TrainConfig& c) {
+  at_least("low_res", c.low_res, 0);
+  at_least("cond_aug_max", c.cond_aug_max, 0, "0 turns conditioning augmentation off");
+  at_least("cond_aug_level", c.cond_aug_level, 0, "0 samples from the clean low-res image");
+  if (c.task != "superres") {
+    const std::pair<const char*, int64_t> keys[] = {
+        {"low_res", c.low_res}, {"cond_aug_max", c.cond_aug_max}, {"cond_aug_level", c.cond_aug_level}};
+    for (const auto& [key, value] : keys) {
+      if (value != 0) bad(key, "applies to --task superres only; drop it or add --task superres");
+    }
+    return;
+  }
+  if (c.low_res == 0) bad("low_res", "is required with --task superres: give the resolution to super-resolve from, "
+                                     "e.g. --low-res 14 for 28 px images");
+  if (c.cond_aug_max >= c.diffusion_steps) {
+    bad("cond_aug_max", "is " + std::to_string(c.cond_aug_max) + ": levels are timesteps of the schedule, give at "
+                            "most diffusion_steps - 1 = " + std::to_string(c.diffusion_steps - 1));
+  }
+  if (c.cond_aug_level > c.cond_aug_max) {
+    bad("cond_aug_level", "is " + std::to_string(c.cond_aug_level) + " but the model is trained on levels up to "
+                              "--cond-aug-max " + std::to_string(c.cond_aug_max) +
+                              (c.cond_aug_max == 0 ? " (no augmentation: it has no level input); give 0"
+                                                   : "; give a level in [0, " + std::to_string(c.cond_aug_max) + "]"));
+  }
+  if (c.num_classes > 0) {
+    bad("num_classes", "--task superres trains unconditional super-resolution models only; give --num-classes 0");
+  }
+  if (c.bpd_every > 0) {
+    bad("bpd_every", "--task superres has no bits/dim evaluation (its likelihood is conditional on the low-res "
+                     "image); give --bpd-every 0");
+// --task autoencoder's options, and --latent (diffusion only); neither has bits/dim.
+void check_latent(const TrainConfig& c) {
+  at_least("ae_channels", c.ae_channels, 32);
+  if (c.ae_channels % 32 != 0) bad("ae_channels", "is " + std::to_string(c.ae_channels) + "; give a multiple of 32 (GroupNorm's 32 groups)");
+  if (c.ae_factor != 1 && c.ae_factor != 2 && c.ae_factor != 4 && c.ae_factor != 8) {
+    bad("ae_factor", "is " + std::to_string(c.ae_factor) + "; give 1, 2, 4 or 8");
+  }
+  at_least("ae_res_blocks", c.ae_res_blocks, 1);
+  at_least("z_channels", c.z_channels, 1);
+  one_of("ae_loss", c.ae_loss, {"l1", "l2"});
+  at_least("kl_weight", c.kl_weight, 0.0);
+  if (!c.latent.empty() && c.task != "diffusion") {
+    bad("latent", "is for --task diffusion (diffusion in the autoencoder's latent space), not --task " + c.task);
+  }
+  if (c.bpd_every > 0 && (c.task == "autoencoder" || !c.latent.empty())) {
+    bad("bpd_every", std::string(c.task == "autoencoder" ? "--task autoencoder has no likelihood"
+                                                         : "a latent diffusion's bound would be of the latents, not the images") +
+                         "; use --bpd-every 0");
   }
 }
 
@@ -177,6 +231,26 @@ void check_outputs(const TrainConfig& c) {
   at_least("bpd_samples", c.bpd_samples, 1);
 }
 
+// --task classifier: labels needed; no images and no likelihood, so no grids, FID or bits/dim.
+void check_classifier(const TrainConfig& c) {
+  if (c.task != "classifier") return;
+  const std::string why = " but --task classifier trains a noise classifier, which makes no images";
+  if (c.num_classes <= 0) {
+    bad("num_classes", "is 0; --task classifier needs the dataset's class count (e.g. --num-classes 10) and a "
+                       "labelled --data");
+  }
+  if (c.label_dropout > 0) bad("label_dropout", "is " + num(c.label_dropout) + "; the classifier sees every label: give 0");
+  if (c.timestep_sampler != "uniform") {
+    bad("timestep_sampler", "is " + c.timestep_sampler + "; the classifier is trained at t drawn uniformly: give uniform");
+  }
+  if (c.sample_every > 0) bad("sample_every", "is " + std::to_string(c.sample_every) + why + "; give --sample-every 0");
+  if (c.fid_every > 0) bad("fid_every", "is " + std::to_string(c.fid_every) + why + "; give --fid-every 0");
+  if (c.bpd_every > 0) {
+    bad("bpd_every", "is " + std::to_string(c.bpd_every) +
+                         " but --task classifier has no likelihood (bits/dim); give --bpd-every 0");
+  }
+}
+
 }  // namespace
 
 void validate(const TrainConfig& c) {
@@ -184,6 +258,9 @@ void validate(const TrainConfig& c) {
   check_optimizer(c);
   check_precision(c);
   check_diffusion_and_model(c);
+  check_superres(c);
+  check_classifier(c);
+  check_latent(c);
   check_outputs(c);
 }
 

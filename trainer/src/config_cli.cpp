@@ -89,12 +89,13 @@ std::string footer() {
 
 }  // namespace
 
-CliResult parse_train_args(int argc, const char* const* argv) {
-  CLI::App app{"ddpm_train: trains a denoising diffusion model; run it with mpirun -np N."};
+CliResult parse_train_args(int argc, const char* const* argv, const CliProgram& program) {
+  CLI::App app{program.name + ": " + program.about};
   app.set_help_flag("-h,--help", "print this help (every flag with its default) and exit");
   app.footer(footer());
   app.get_formatter()->column_width(34);
-  const TrainConfig defaults;
+  TrainConfig defaults;
+  apply_json(defaults, program.defaults, program.name + "'s defaults");
   const auto& fields = detail::fields();
   std::vector<std::string> values(fields.size());
   std::vector<CLI::Option*> options;
@@ -121,7 +122,7 @@ CliResult parse_train_args(int argc, const char* const* argv) {
     if (options[i]->count() > 0) given[fields[i].key.key] = values[i];
   }
 
-  TrainConfig c;
+  TrainConfig c = defaults;
   Json file;
   if (given.count("config_file")) {
     try {

@@ -1,5 +1,5 @@
 // Loading a checkpoint's model for inference, classifier-free guidance and sampling with noise
-// per global sample index; see ddpm/trainer/inference.h.
+// per global sample index (classifier guidance through SampleRequest::classifier); see ddpm/trainer/inference.h.
 #include "ddpm/trainer/inference.h"
 
 #include <torch/torch.h>
@@ -16,6 +16,7 @@
 #include "ddpm/model/diffusion/sde_samplers.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/trainer/checkpoint.h"
+#include "ddpm/trainer/classifier.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
 
@@ -32,10 +33,12 @@ std::string rates_text(const std::vector<double>& rates) {
   return s;
 }
 
-// The checkpoint folder a --checkpoint spec names, loaded and verified.
-std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec) {
+}  // namespace
+
+// The checkpoint folder a --checkpoint (`flag`) spec names, loaded and verified (inference.h).
+std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec, const std::string& flag) {
   if (spec.empty() || !fs::exists(spec)) {
-    throw CheckpointError("--checkpoint " + spec + ": no such run directory or checkpoint folder; give RUN_DIR or "
+    throw CheckpointError(flag + " " + spec + ": no such run directory or checkpoint folder; give RUN_DIR or "
                           "RUN_DIR/checkpoints/<step>");
   }
   try {
@@ -47,9 +50,11 @@ std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec) {
     if (!r.state) throw CheckpointError(spec + "/checkpoints holds no checkpoint yet");
     return {std::move(*r.state), r.path};
   } catch (const CheckpointError& e) {
-    throw CheckpointError(std::string("--checkpoint ") + spec + ": " + e.what());
+    throw CheckpointError(flag + " " + spec + ": " + e.what());
   }
 }
+
+namespace {
 
 // model.pt with the parameters of `ema` swapped in (EMAs hold parameters only, by name).
 model::TensorDict merge_ema(model::TensorDict weights, const model::TensorDict& ema, const std::string& source) {
@@ -72,15 +77,17 @@ at::Tensor stack_or_empty(std::vector<at::Tensor> parts, at::IntArrayRef shape, 
 
 }  // namespace
 
-LoadedModel load_model(const std::string& spec, const std::string& ema, const c10::Device& device) {
-  auto [state, path] = resolve_checkpoint(spec);
-  LoadedModel m;
+CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::string& ema, const std::string& flag,
+                                          const std::string& ema_flag) {
+  auto [state, path] = resolve_checkpoint(spec, flag);
+  CheckpointWeights m;
   m.checkpoint = path;
   m.step = state.step;
   m.config = config_from_json(state.config, path + "/state.json (config)");
   for (const auto& [rate, dict] : state.emas) m.available_ema_rates.push_back(rate);
-  model::TensorDict weights = std::move(state.model);
-  std::string source = path + "/model.pt";
+  m.task_state = state.sampler;
+  m.weights = std::move(state.model);
+  m.source = path + "/model.pt";
   if (ema != "none" && !(ema.empty() && state.emas.empty())) {
     const model::TensorDict* chosen = nullptr;
     if (ema.empty()) {
@@ -93,7 +100,7 @@ LoadedModel load_model(const std::string& spec, const std::string& ema, const c1
         rate = std::stod(ema, &used);
         if (used != ema.size()) throw std::invalid_argument(ema);
       } catch (const std::exception&) {
-        throw std::invalid_argument("--ema " + ema + ": not a number; give one of the checkpoint's rates (" +
+        throw std::invalid_argument(ema_flag + " " + ema + ": not a number; give one of the checkpoint's rates (" +
                                     rates_text(m.available_ema_rates) + ") or none");
       }
       for (const auto& [r, dict] : state.emas) {
@@ -103,15 +110,42 @@ LoadedModel load_model(const std::string& spec, const std::string& ema, const c1
         }
       }
       if (!chosen) {
-        throw std::invalid_argument("--ema " + ema + ": checkpoint " + path + " has no EMA of that rate; available: " +
+        throw std::invalid_argument(ema_flag + " " + ema + ": checkpoint " + path + " has no EMA of that rate; available: " +
                                     rates_text(m.available_ema_rates) + ", or none for the raw weights");
       }
     }
-    source = path + "/" + ema_file_name(*m.ema_rate);
-    weights = merge_ema(std::move(weights), *chosen, source);
+    m.source = path + "/" + ema_file_name(*m.ema_rate);
+    m.weights = merge_ema(std::move(m.weights), *chosen, m.source);
   }
+  return m;
+}
+
+LoadedModel load_model(const std::string& spec, const std::string& ema, const c10::Device& device) {
+  CheckpointWeights w = load_checkpoint_weights(spec, ema);
+  if (w.config.task == "superres") {
+    throw std::invalid_argument("--checkpoint " + spec + ": a super-resolution run (--task superres, low-res " +
+                                std::to_string(w.config.low_res) + "); sample it after a base model with "
+                                "ddpm_sample --cascade BASE_RUN," + spec);
+  }
+  if (w.config.task == "autoencoder") {
+    throw std::invalid_argument("--checkpoint " + spec + ": " + w.checkpoint + " is an autoencoder "
+                                "(ddpm_train_autoencoder), not a diffusion model; give a ddpm_train run (ddpm_train "
+                                "--latent trains on its latents)");
+  }
+  if (w.config.task == "classifier") {
+    throw std::invalid_argument("--checkpoint " + spec + ": " + w.checkpoint +
+                                " holds a noise classifier (--task classifier), not a diffusion model; give it to "
+                                "ddpm_sample as --classifier, with a diffusion model as --checkpoint");
+  }
+  LoadedModel m;
+  m.config = std::move(w.config);
+  m.checkpoint = w.checkpoint;
+  m.step = w.step;
+  m.ema_rate = w.ema_rate;
+  m.available_ema_rates = std::move(w.available_ema_rates);
+  m.task_state = std::move(w.task_state);
   m.unet = make_unet(m.config);
-  model::load_unet_state_dict(m.unet, std::move(weights), source);
+  model::load_unet_state_dict(m.unet, std::move(w.weights), w.source);
   m.unet->to(device);
   m.unet->eval();
   return m;
@@ -155,11 +189,45 @@ at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices,
   return stack_or_empty(std::move(parts), shape, at::kFloat);
 }
 
+at::Tensor draw_per_sample(std::vector<at::Generator>& gens, at::IntArrayRef shape, const c10::Device& device) {
+  std::vector<at::Tensor> parts;
+  for (auto& g : gens) parts.push_back(at::randn(shape, g, at::kFloat));
+  return stack_or_empty(std::move(parts), shape, at::kFloat).to(device);  // (n, *shape)
+}
+
+at::Tensor sample_with_generators(const diffusion::ModelFn& fn, const diffusion::GaussianDiffusion& diffusion,
+                                  const SampleRequest& req, std::vector<at::Generator>& gens,
+                                  const c10::Device& device, const diffusion::CondFn& cond_fn) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = static_cast<int64_t>(gens.size());
+  const std::vector<int64_t> chw = {req.channels, req.height, req.width};
+  if (n == 0) return at::empty({0, req.channels, req.height, req.width}, at::kFloat);
+  const auto draw = [&] { return draw_per_sample(gens, chw, device); };  // (n, C, H, W)
+  at::Tensor x = draw();  // x_T, (n, C, H, W)
+  if (is_sde_sampler(req.sampler)) {
+    diffusion::SdeSampleOptions o;
+    o.steps = req.sde_steps > 0 ? req.sde_steps : diffusion.num_timesteps();
+    o.clip_denoised = req.clip_denoised;
+    o.lambda_min = req.dpm_lambda_min;
+    o.noise = draw;
+    return diffusion::sde_sample_loop(diffusion, diffusion::parse_sde_sampler(req.sampler), fn, x, o).cpu();
+  }
+  const bool ddim = req.sampler == "ddim" || (req.sampler.empty() && uses_ddim(req.respacing));
+  for (int64_t i = diffusion.num_timesteps() - 1; i >= 0; --i) {
+    const at::Tensor t = at::full({n}, i, at::TensorOptions().dtype(at::kLong).device(device));
+    const at::Tensor noise = draw();
+    x = ddim ? diffusion.ddim_sample(fn, x, t, req.clip_denoised, req.eta, std::nullopt, noise, cond_fn).sample
+             : diffusion.p_sample(fn, x, t, req.clip_denoised, std::nullopt, noise, cond_fn).sample;
+  }
+  return x.cpu();
+}
+
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device) {
   torch::NoGradGuard no_grad;
-  const int64_t n = end - begin, classes = m.unet->options().num_classes.value_or(0);
-  const std::vector<int64_t> chw = {req.channels, req.height, req.width};
+  const int64_t model_classes = m.unet->options().num_classes.value_or(0);
+  // Labels come from the model's classes, else (unconditional model) from the guiding classifier's.
+  const int64_t classes = model_classes > 0 ? model_classes : req.classifier ? req.classifier->num_classes() : 0;
   std::vector<at::Generator> gens;
   std::vector<int64_t> labels_v;
   for (int64_t i = begin; i < end; ++i) {
@@ -169,37 +237,26 @@ SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& d
       labels_v.push_back(req.class_label >= 0 ? req.class_label : drawn);
     }
   }
-  const auto draw = [&] {  // (n, C, H, W) on device, one draw from each sample's generator
-    std::vector<at::Tensor> parts;
-    for (auto& g : gens) parts.push_back(at::randn(chw, g, at::kFloat));
-    return stack_or_empty(std::move(parts), chw, at::kFloat).to(device);
-  };
   SampleBatch out;
   if (classes > 0) out.labels = at::tensor(labels_v, at::kLong);
-  if (n == 0) {
+  if (gens.empty()) {
     out.images = at::empty({0, req.channels, req.height, req.width}, at::kFloat);
     return out;
   }
   const at::Tensor y = out.labels.defined() ? out.labels.to(device) : at::Tensor();
-  const diffusion::ModelFn fn = req.guidance ? guided_model_fn(m.unet, y, req.guidance_scale) : model_fn(m.unet, y);
-  at::Tensor x = draw();  // x_T, (n, C, H, W)
-  if (is_sde_sampler(req.sampler)) {
-    diffusion::SdeSampleOptions o;
-    o.steps = req.sde_steps > 0 ? req.sde_steps : diffusion.num_timesteps();
-    o.clip_denoised = req.clip_denoised;
-    o.lambda_min = req.dpm_lambda_min;
-    o.noise = draw;
-    out.images = diffusion::sde_sample_loop(diffusion, diffusion::parse_sde_sampler(req.sampler), fn, x, o).cpu();
-    return out;
+  const at::Tensor y_model = model_classes > 0 ? y : at::Tensor();
+  const diffusion::ModelFn fn =
+      req.guidance ? guided_model_fn(m.unet, y_model, req.guidance_scale) : model_fn(m.unet, y_model);
+  if (req.classifier && is_sde_sampler(req.sampler)) {
+    throw std::invalid_argument("--classifier: guidance works with the ancestral and DDIM samplers, not --sampler " +
+                                req.sampler);
   }
-  const bool ddim = req.sampler == "ddim" || (req.sampler.empty() && uses_ddim(req.respacing));
-  for (int64_t i = diffusion.num_timesteps() - 1; i >= 0; --i) {
-    const at::Tensor t = at::full({n}, i, at::TensorOptions().dtype(at::kLong).device(device));
-    const at::Tensor noise = draw();
-    x = ddim ? diffusion.ddim_sample(fn, x, t, req.clip_denoised, req.eta, std::nullopt, noise).sample
-             : diffusion.p_sample(fn, x, t, req.clip_denoised, std::nullopt, noise).sample;
+  diffusion::CondFn cond_fn;  // classifier guidance (none at scale 0: the same as the unguided sampler)
+  if (req.classifier && req.classifier_scale != 0.0) {
+    cond_fn = diffusion::classifier_cond_fn(classifier_logits_fn(req.classifier->net, req.classifier->config), y,
+                                            req.classifier_scale);
   }
-  out.images = x.cpu();
+  out.images = sample_with_generators(fn, diffusion, req, gens, device, cond_fn);
   return out;
 }
 

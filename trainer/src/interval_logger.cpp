@@ -1,6 +1,7 @@
-// Rank 0's view of the run: one log line per interval (step, images, loss/mse/vb and their
-// quartiles of t, grad norm, lr, images/s, time per phase), the JSON-lines log, the Prometheus
-// metrics (exporter, Pushgateway, process and GPU memory) and a progress bar on a terminal.
+// Rank 0's view of the run: one log line per interval (step, images, loss and the task's terms
+// (mse/vb for diffusion) and their quartiles of t, grad norm, lr, images/s, time per phase), the
+// JSON-lines log, the Prometheus metrics (exporter, Pushgateway, process and GPU memory) and a
+// progress bar on a terminal.
 #include "interval_logger.h"
 
 #include <ATen/ATen.h>
@@ -154,19 +155,36 @@ void IntervalLogger::log_interval(const RunPosition& at, const at::Tensor& waits
   if (metrics_) export_metrics(s, m, at, waits);
 }
 
+namespace {
+// A task's own term (not improved-diffusion's mse / vb): quartiles in the line, ddpm_task_term.
+bool is_task_term(const std::string& name) { return !name.empty() && name != "mse" && name != "vb"; }
+}  // namespace
+
 void IntervalLogger::write_line(const IntervalStats& s, const Means& m, const RunPosition& at) {
   const auto f4 = [](double v) { return format_number("%.4f", v); };
+  const double value[2] = {m.mse, m.vb};
+  const std::array<double, 4>* value_q[2] = {&m.mse_q, &m.vb_q};
   std::string line = "step " + std::to_string(at.step) + "/" + std::to_string(at.total_steps) + " | img " +
-                     std::to_string(at.images_seen) + " | loss " + f4(m.loss) + " mse " + f4(m.mse) + " vb " +
-                     f4(m.vb) + " |";
-  nlohmann::ordered_json rec = {{"event", "train"}, {"step", at.step}, {"images", at.images_seen},
-                                {"loss", m.loss}, {"mse", m.mse}, {"vb", m.vb}};
+                     std::to_string(at.images_seen) + " | loss " + f4(m.loss);
+  nlohmann::ordered_json rec = {{"event", "train"}, {"step", at.step}, {"images", at.images_seen}, {"loss", m.loss}};
+  for (int i = 0; i < 2; ++i) {
+    if (term_names_[i].empty()) continue;
+    line += " " + term_names_[i] + " " + f4(value[i]);
+    rec[term_names_[i]] = value[i];
+  }
+  line += " |";
   for (int q = 0; q < 4; ++q) {
     const std::string k = std::to_string(q);
     rec["loss_q" + k] = m.loss_q[q];
-    rec["mse_q" + k] = m.mse_q[q];
-    rec["vb_q" + k] = m.vb_q[q];
+    for (int i = 0; i < 2; ++i) {
+      if (!term_names_[i].empty()) rec[term_names_[i] + "_q" + k] = (*value_q[i])[q];
+    }
     line += " q" + k + " " + f4(m.loss_q[q]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    if (!is_task_term(term_names_[i])) continue;
+    line += " | " + term_names_[i];
+    for (int q = 0; q < 4; ++q) line += " q" + std::to_string(q) + " " + f4((*value_q[i])[q]);
   }
   line += " | grad " + format_number("%.3f", m.grad_norm) + " | lr " + format_number("%.2e", at.lr) + " | " +
           format_number("%.1f", m.images_per_second) + " img/s |";
@@ -189,8 +207,16 @@ void IntervalLogger::write_line(const IntervalStats& s, const Means& m, const Ru
 
 void IntervalLogger::export_metrics(const IntervalStats& s, const Means& m, const RunPosition& at,
                                     const at::Tensor& waits) {
-  for (int q = 0; q < 4; ++q) metrics_->set_loss_quartile(q, m.loss_q[q], m.mse_q[q], m.vb_q[q]);
-  metrics_->set_loss_terms(m.loss, m.mse, m.vb);
+  const double value[2] = {m.mse, m.vb};
+  const std::array<double, 4>* value_q[2] = {&m.mse_q, &m.vb_q};
+  for (int i = 0; i < 2; ++i) {  // a task's own terms; mse and vb have their own families
+    if (!is_task_term(term_names_[i])) continue;
+    metrics_->set_task_term(term_names_[i], -1, value[i]);
+    for (int q = 0; q < 4; ++q) metrics_->set_task_term(term_names_[i], q, (*value_q[i])[q]);
+  }
+  const bool mse = term_names_[0] == "mse", vb = term_names_[1] == "vb";  // NaN for a task without them
+  for (int q = 0; q < 4; ++q) metrics_->set_loss_quartile(q, m.loss_q[q], mse ? m.mse_q[q] : NAN, vb ? m.vb_q[q] : NAN);
+  metrics_->set_loss_terms(m.loss, mse ? m.mse : NAN, vb ? m.vb : NAN);
   metrics_->add_steps(static_cast<uint64_t>(s.steps));
   metrics_->add_images(static_cast<uint64_t>(s.images));
   metrics_->set_images_per_second(m.images_per_second);

@@ -52,6 +52,11 @@ class IntervalLogger {
                  std::function<void(const std::string&)> print);
   ~IntervalLogger();
 
+  // The names of the rows' columns 2 and 3 (TrainTask::term_names; default "mse", "vb"): the
+  // log line, the log.jsonl keys NAME and NAME_q0..q3 and the metrics. A column named "" is not
+  // shown; a column named other than mse or vb also shows its quartile means in the line and is
+  // exported as ddpm_task_term{term=NAME} (quartile="q0".."q3" by quartile of t).
+  void set_term_names(const std::array<std::string, 2>& names) { term_names_ = names; }
   // Rank 0: opens RUN/log.jsonl, writes `first` (the start or resume event), turns on the
   // progress bar when stdout is a terminal. Starts the first interval on every rank.
   void open(nlohmann::ordered_json first);
@@ -59,7 +64,7 @@ class IntervalLogger {
   void event(const nlohmann::ordered_json& record) const;  // a log.jsonl line (rank 0)
   monitoring::Metrics* metrics() const { return metrics_.get(); }  // nullptr except on rank 0
 
-  // One step: every rank's (t, loss, mse, vb) rows (G, 4) float64 on the CPU, whether the
+  // One step: every rank's (t, loss, term 2, term 3) rows (G, 4) float64 on the CPU, whether the
   // optimizer stepped, its grad norm and this rank's phase times.
   void record(const at::Tensor& rows, int64_t num_timesteps, bool stepped, double grad_norm,
               const StepTimer::Seconds& phases);
@@ -81,6 +86,7 @@ class IntervalLogger {
   void export_metrics(const IntervalStats& s, const Means& m, const RunPosition& at, const at::Tensor& waits);
 
   const TrainConfig& config_;
+  std::array<std::string, 2> term_names_ = {"mse", "vb"};
   int rank_, world_;
   c10::Device device_;
   std::function<void(const std::string&)> print_;

@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <map>
 #include <stdexcept>
 
@@ -12,8 +13,17 @@ namespace ddpm::trainer {
 
 std::unique_ptr<TrainTask> make_train_task(const TrainConfig& config, const data::DatasetInfo& info,
                                            const c10::Device& device) {
+  if (config.task == "diffusion" && !config.latent.empty()) return detail::make_latent_diffusion_task(config, info, device);
   if (config.task == "diffusion") return detail::make_diffusion_task(config, info, device);
-  throw std::invalid_argument("--task " + config.task + ": unknown task; known: diffusion");
+  if (config.task == "superres") return detail::make_superres_task(config, info, device);
+  if (config.task == "classifier") return detail::make_classifier_task(config, info, device);
+  if (config.task == "autoencoder") return detail::make_autoencoder_task(config, info, device);
+  throw std::invalid_argument("--task " + config.task + ": unknown task; known: diffusion, superres, classifier, "
+                              "autoencoder");
+}
+
+std::pair<at::Tensor, int64_t> TrainTask::grid(const at::Tensor& samples) const {
+  return {samples, static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(samples.size(0)))))};
 }
 
 void copy_weights(torch::nn::Module& dst, const model::TensorDict& weights, const torch::nn::Module& src) {

@@ -84,8 +84,8 @@ void Trainer::write_sample_grid() {
   std::snprintf(name, sizeof name, "step_%06lld.png", static_cast<long long>(step_));
   const std::filesystem::path dir = std::filesystem::path(config_.run_dir) / "samples";
   std::filesystem::create_directories(dir);
-  const int64_t ncols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(count))));
-  data::write_png_grid((dir / name).string(), at::cat(parts, 0), ncols);  // (S, C, H, W)
+  const auto [tiles, ncols] = task_->grid(at::cat(parts, 0));  // (S, C, H, W) samples -> the grid's tiles
+  data::write_png_grid((dir / name).string(), tiles, ncols);
   print("samples " + (dir / name).string() + " (" + std::to_string(count) + " images, EMA " +
         EmaSet::rate_name(ema_->rates()[0]) + ", " + config_.sample_respacing + ", seed " +
         std::to_string(config_.sample_seed) + ", " + format_number("%.2f", scope.seconds()) + " s)");

@@ -54,6 +54,7 @@ void Trainer::build() {
 
   torch::manual_seed(static_cast<uint64_t>(config_.seed));  // identical initial weights everywhere
   task_ = make_train_task(config_, info, device_);
+  logger_.set_term_names(task_->term_names());
   for (const auto& item : task_->network().named_parameters()) {
     if (!item.value().requires_grad()) continue;
     params_.emplace_back(item.key(), item.value());

@@ -57,6 +57,7 @@ void Trainer::resume_or_init() {
   }
   dist::broadcast_module(comm_, task_->network());
   ema_ = std::make_unique<EmaSet>(config_.ema_rates, config_.ema_warmup, params_);
+  if (const std::string note = task_->start(comm_); !note.empty()) print(note);
   seed_rank(0);
 }
 

@@ -156,6 +156,10 @@ at::Tensor GaussianDiffusion::model_timesteps(const at::Tensor& t) const {
   return mapped.to(at::kFloat) * static_cast<float>(1000.0 / static_cast<double>(original_num_steps_));
 }
 
+at::Tensor GaussianDiffusion::original_timesteps(const at::Tensor& t) const {
+  return cache_->on(timestep_map_tensor_, t.device()).index_select(0, t);
+}
+
 at::Tensor GaussianDiffusion::call_model(const ModelFn& model, const at::Tensor& x_t, const at::Tensor& t) const {
   return model(x_t, model_timesteps(t));
 }

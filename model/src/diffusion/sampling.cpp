@@ -1,4 +1,5 @@
-// GaussianDiffusion's samplers: ancestral p_sample, DDIM with eta, DDIM inversion, and their loops;
+// GaussianDiffusion's samplers: ancestral p_sample, DDIM with eta (both optionally classifier-guided),
+// DDIM inversion, and their loops;
 // see ddpm/model/diffusion/gaussian_diffusion.h.
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -41,10 +42,11 @@ at::Tensor GaussianDiffusion::initial_noise(at::IntArrayRef shape, const at::Ten
 
 SampleStep GaussianDiffusion::p_sample(const ModelFn& model, const at::Tensor& x, const at::Tensor& t,
                                        bool clip_denoised, std::optional<at::Generator> generator,
-                                       const at::Tensor& noise) const {
+                                       const at::Tensor& noise, const CondFn& cond_fn) const {
   const PMeanVariance out = p_mean_variance(model, x, t, clip_denoised);
+  const at::Tensor mean = cond_fn ? condition_mean(cond_fn, out, x, t) : out.mean;
   const at::Tensor z = step_noise(x, generator, noise);
-  const at::Tensor sample = out.mean + nonzero_mask(t, x) * at::exp(0.5 * out.log_variance) * z;
+  const at::Tensor sample = mean + nonzero_mask(t, x) * at::exp(0.5 * out.log_variance) * z;
   return {sample, out.pred_xstart};
 }
 
@@ -53,7 +55,9 @@ at::Tensor GaussianDiffusion::p_sample_loop(const ModelFn& model, at::IntArrayRe
   at::Tensor img = initial_noise(shape, options, opts);  // x_T, (N, C, H, W)
   const int64_t T = num_timesteps();
   for (int64_t i = T - 1; i >= 0; --i) {
-    img = p_sample(model, img, batch_of(i, img.size(0), img.device()), opts.clip_denoised, opts.generator).sample;
+    img = p_sample(model, img, batch_of(i, img.size(0), img.device()), opts.clip_denoised, opts.generator, {},
+                   opts.cond_fn)
+              .sample;
     if (opts.progress) opts.progress(T - i, T);
   }
   return img;
@@ -61,8 +65,9 @@ at::Tensor GaussianDiffusion::p_sample_loop(const ModelFn& model, at::IntArrayRe
 
 SampleStep GaussianDiffusion::ddim_sample(const ModelFn& model, const at::Tensor& x, const at::Tensor& t,
                                           bool clip_denoised, double eta, std::optional<at::Generator> generator,
-                                          const at::Tensor& noise) const {
-  const PMeanVariance out = p_mean_variance(model, x, t, clip_denoised);
+                                          const at::Tensor& noise, const CondFn& cond_fn) const {
+  PMeanVariance out = p_mean_variance(model, x, t, clip_denoised);
+  if (cond_fn) out = condition_score(cond_fn, out, x, t);
   // Re-derive eps from the (possibly clipped) x_0 prediction, whatever the network predicts.
   const at::Tensor eps = predict_eps_from_xstart(x, t, out.pred_xstart);
   const at::Tensor alpha_bar = extract(arrays_.alphas_cumprod, t, x);
@@ -83,7 +88,7 @@ at::Tensor GaussianDiffusion::ddim_sample_loop(const ModelFn& model, at::IntArra
     const at::Tensor t = batch_of(i, img.size(0), img.device());
     // With eta = 0 no noise is drawn, so the generator's state is untouched.
     const at::Tensor z = opts.eta == 0.0 ? at::zeros_like(img) : at::Tensor();
-    img = ddim_sample(model, img, t, opts.clip_denoised, opts.eta, opts.generator, z).sample;
+    img = ddim_sample(model, img, t, opts.clip_denoised, opts.eta, opts.generator, z, opts.cond_fn).sample;
     if (opts.progress) opts.progress(T - i, T);
   }
   return img;

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "ddpm/model/unet/gradient_checkpoint.h"
+#include "ddpm/ops/group_norm_silu.h"
 
 namespace ddpm::model {
 namespace {
@@ -47,6 +48,13 @@ at::Tensor GroupNorm32Impl::forward(const at::Tensor& x) {
   const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor y = at::group_norm(x.to(compute), groups_, weight.to(compute), bias.to(compute), eps_);
   return y.to(x.scalar_type());
+}
+
+at::Tensor GroupNorm32Impl::forward_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift,
+                                         bool fused) {
+  const ops::GroupNormSiluArgs args{groups_, eps_};
+  return fused ? ops::group_norm_silu(x, weight, bias, scale, shift, args)
+               : ops::group_norm_silu_reference(x, weight, bias, scale, shift, args);
 }
 
 // ---- Downsample / Upsample ------------------------------------------------------------------
@@ -107,8 +115,9 @@ at::Tensor ResBlock::forward(const at::Tensor& x, const at::Tensor& emb) {
 }
 
 at::Tensor ResBlock::forward_impl(const at::Tensor& x_in, const at::Tensor& emb) {
-  at::Tensor x = x_in;                   // (N, C, H, W)
-  at::Tensor h = at::silu(in_norm_->forward(x));
+  const bool fused = o_.fused_group_norm;
+  at::Tensor x = x_in;                                       // (N, C, H, W)
+  at::Tensor h = in_norm_->forward_silu(x, {}, {}, fused);  // in_layers' GroupNorm32 and SiLU
   if (o_.resample == Resample::kUp) {
     h = at::upsample_nearest2d(h, {2 * h.size(2), 2 * h.size(3)});
     x = at::upsample_nearest2d(x, {2 * x.size(2), 2 * x.size(3)});
@@ -117,15 +126,14 @@ at::Tensor ResBlock::forward_impl(const at::Tensor& x_in, const at::Tensor& emb)
     x = at::avg_pool2d(x, {2, 2}, {2, 2});
   }
   h = in_conv_->forward(h);                                                   // (N, C', H', W')
-  at::Tensor e = emb_linear_->forward(at::silu(emb)).to(h.scalar_type());     // (N, C' or 2C')
-  e = e.unsqueeze(-1).unsqueeze(-1);                                          // (N, ., 1, 1)
+  const at::Tensor e = emb_linear_->forward(at::silu(emb)).to(h.scalar_type());  // (N, C' or 2C')
   if (o_.use_scale_shift_norm) {
-    auto ss = e.chunk(2, 1);  // scale, shift (N, C', 1, 1)
-    h = out_norm_->forward(h) * (1 + ss[0]) + ss[1];
+    auto ss = e.chunk(2, 1);  // scale, shift (N, C')
+    h = out_norm_->forward_silu(h, ss[0], ss[1], fused);
   } else {
-    h = out_norm_->forward(h + e);
+    h = out_norm_->forward_silu(h + e.unsqueeze(-1).unsqueeze(-1), {}, {}, fused);
   }
-  h = out_conv_->forward(dropout_->forward(at::silu(h)));
+  h = out_conv_->forward(dropout_->forward(h));
   return (skip_ ? skip_->forward(x) : x) + h;
 }
 
@@ -146,17 +154,17 @@ double ResBlock::flops(int64_t& h, int64_t& w) const {
 
 // ---- AttentionBlock -------------------------------------------------------------------------
 
-AttentionBlock::AttentionBlock(int64_t channels, int64_t num_heads, bool use_checkpoint)
-    : channels_(channels), heads_(num_heads), use_checkpoint_(use_checkpoint) {
-  TORCH_CHECK(num_heads > 0 && channels % num_heads == 0, "AttentionBlock: ", channels,
-              " channels do not split into ", num_heads, " heads");
-  norm_ = register_module("norm", GroupNorm32(channels));
-  qkv_ = register_module("qkv", torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, 3 * channels, 1)));
-  proj_out_ = register_module("proj_out", zero_init(torch::nn::Conv1d(torch::nn::Conv1dOptions(channels, channels, 1))));
+AttentionBlock::AttentionBlock(const AttentionOptions& o) : o_(o) {
+  TORCH_CHECK(o.num_heads > 0 && o.channels % o.num_heads == 0, "AttentionBlock: ", o.channels,
+              " channels do not split into ", o.num_heads, " heads");
+  norm_ = register_module("norm", GroupNorm32(o.channels));
+  qkv_ = register_module("qkv", torch::nn::Conv1d(torch::nn::Conv1dOptions(o.channels, 3 * o.channels, 1)));
+  proj_out_ = register_module("proj_out",
+                              zero_init(torch::nn::Conv1d(torch::nn::Conv1dOptions(o.channels, o.channels, 1))));
 }
 
 at::Tensor AttentionBlock::forward(const at::Tensor& x, const at::Tensor&) {
-  if (!use_checkpoint_ || !at::GradMode::is_enabled()) return forward_impl(x);
+  if (!o_.use_checkpoint || !at::GradMode::is_enabled()) return forward_impl(x);
   auto self = std::static_pointer_cast<AttentionBlock>(shared_from_this());
   auto fn = [self](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{self->forward_impl(in[0])}; };
   return gradient_checkpoint(fn, {x}, params_of(*this))[0];
@@ -164,20 +172,42 @@ at::Tensor AttentionBlock::forward(const at::Tensor& x, const at::Tensor&) {
 
 at::Tensor AttentionBlock::forward_impl(const at::Tensor& x) {
   const int64_t n = x.size(0), c = x.size(1), hh = x.size(2), ww = x.size(3), len = hh * ww;
-  const at::Tensor xs = x.reshape({n, c, len});                                     // (N, C, T)
-  const at::Tensor qkv = qkv_->forward(norm_->forward(xs)).reshape({n * heads_, -1, len});  // (N*H, 3d, T)
-  const int64_t d = qkv.size(1) / 3;
-  auto parts = qkv.split(d, 1);                                                     // q, k, v (N*H, d, T)
-  const double scale = 1.0 / std::sqrt(std::sqrt(static_cast<double>(d)));
-  at::Tensor weight = at::bmm((parts[0] * scale).transpose(1, 2), parts[1] * scale);  // (N*H, T, T)
-  const auto sm = weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // softmax in >= float32
-  weight = at::softmax(weight.to(sm), -1).to(weight.scalar_type());
-  const at::Tensor a = at::bmm(parts[2], weight.transpose(1, 2)).reshape({n, c, len});  // (N, C, T)
+  const at::Tensor xs = x.reshape({n, c, len});                         // (N, C, T)
+  const at::Tensor qkv5 = heads_of(qkv_->forward(norm_->forward(xs)));  // (N, H, 3, d, T)
+  const at::Tensor a = o_.sdpa ? attend_sdpa(qkv5) : attend_explicit(qkv5);  // (N, C, T)
   return (xs + proj_out_->forward(a)).reshape({n, c, hh, ww});
 }
 
+at::Tensor AttentionBlock::heads_of(const at::Tensor& qkv) const {
+  const int64_t n = qkv.size(0), len = qkv.size(2), heads = o_.num_heads, d = o_.channels / heads;
+  if (o_.new_order) return qkv.reshape({n, 3, heads, d, len}).transpose(1, 2);  // [q; k; v], then heads
+  return qkv.reshape({n, heads, 3, d, len});                                      // [q_h; k_h; v_h] per head
+}
+
+// softmax((q d^-1/4)^T (k d^-1/4)) per head as (N*H, T, T) scores, then v weighted by them.
+at::Tensor AttentionBlock::attend_explicit(const at::Tensor& qkv5) const {
+  const int64_t n = qkv5.size(0), heads = qkv5.size(1), d = qkv5.size(3), len = qkv5.size(4);
+  auto part = [&](int64_t i) { return qkv5.select(2, i).reshape({n * heads, d, len}); };  // (N*H, d, T)
+  const double scale = 1.0 / std::sqrt(std::sqrt(static_cast<double>(d)));
+  at::Tensor weight = at::bmm((part(0) * scale).transpose(1, 2), part(1) * scale);  // (N*H, T, T)
+  const auto sm = weight.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // softmax in >= float32
+  weight = at::softmax(weight.to(sm), -1).to(weight.scalar_type());
+  return at::bmm(part(2), weight.transpose(1, 2)).reshape({n, heads * d, len});  // (N, C, T)
+}
+
+// The same through at::scaled_dot_product_attention, which takes (N, H, T, d) with unit stride on d:
+// one copy of qkv to (3, N, H, T, d); the result (N, H, T, d) back to (N, C, T).
+at::Tensor AttentionBlock::attend_sdpa(const at::Tensor& qkv5) const {
+  const int64_t n = qkv5.size(0), heads = qkv5.size(1), d = qkv5.size(3), len = qkv5.size(4);
+  const at::Tensor qkv = qkv5.permute({2, 0, 1, 4, 3}).contiguous();  // (3, N, H, T, d)
+  const at::Tensor a = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                        /*is_causal=*/false,
+                                                        /*scale=*/1.0 / std::sqrt(static_cast<double>(d)));
+  return a.transpose(2, 3).reshape({n, heads * d, len});  // (N, C, T)
+}
+
 double AttentionBlock::flops(int64_t& h, int64_t& w) const {
-  const double len = static_cast<double>(h * w), c = static_cast<double>(channels_);
+  const double len = static_cast<double>(h * w), c = static_cast<double>(o_.channels);
   return 2.0 * 3 * c * c * len       // qkv
          + 2.0 * 2 * len * len * c   // QK^T and AV over all heads
          + 2.0 * c * c * len;        // proj_out

@@ -88,7 +88,8 @@ const std::vector<std::pair<std::string, Field>>& fields() {
                          if (v == "none" || v.empty()) o.num_classes.reset(); else o.num_classes = parse_int(k, v); },
                        [](const UNetOptions& o) { return o.num_classes ? std::to_string(*o.num_classes) : std::string("none"); }}},
       DDPM_INT(num_heads), DDPM_INT(num_head_channels), DDPM_BOOL(use_scale_shift_norm), DDPM_BOOL(resblock_updown),
-      DDPM_BOOL(learn_sigma), DDPM_BOOL(use_checkpoint), DDPM_INT(image_size)};
+      DDPM_BOOL(learn_sigma), DDPM_BOOL(use_checkpoint), DDPM_INT(image_size),
+      DDPM_BOOL(use_new_attention_order), DDPM_BOOL(sdpa_attention), DDPM_BOOL(fused_group_norm)};
 #undef DDPM_INT
 #undef DDPM_BOOL
 #undef DDPM_LIST

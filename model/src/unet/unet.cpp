@@ -31,12 +31,17 @@ std::shared_ptr<ResBlock> UNetImpl::res_block(int64_t ch, int64_t out_ch, Resamp
   o.use_scale_shift_norm = options_.use_scale_shift_norm;
   o.resample = r;
   o.use_checkpoint = options_.use_checkpoint;
+  o.fused_group_norm = options_.fused_group_norm;
   return std::make_shared<ResBlock>(o);
 }
 
 std::shared_ptr<AttentionBlock> UNetImpl::attention(int64_t ch) const {
   const int64_t heads = options_.num_head_channels > 0 ? ch / options_.num_head_channels : options_.num_heads;
-  return std::make_shared<AttentionBlock>(ch, heads, options_.use_checkpoint);
+  AttentionOptions o{ch, heads};
+  o.use_checkpoint = options_.use_checkpoint;
+  o.new_order = options_.use_new_attention_order;
+  o.sdpa = options_.sdpa_attention;
+  return std::make_shared<AttentionBlock>(o);
 }
 
 UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
@@ -118,26 +123,27 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
     out_conv->weight.zero_();
     out_conv->bias.zero_();
   }
-  out_ = register_module("out", torch::nn::Sequential(GroupNorm32(ch), torch::nn::SiLU(), out_conv));
+  out_norm_ = GroupNorm32(ch);
+  out_conv_ = out_conv;
+  out_ = register_module("out", torch::nn::Sequential(out_norm_, torch::nn::SiLU(), out_conv));
 }
 
 at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+  TORCH_CHECK(x.dim() == 4, "UNet: x must be (N, ", options_.in_channels, ", H, W), got ", x.sizes());
+  return forward_embedded(x, embed(t, y, x.size(0)));
+}
+
+at::Tensor UNetImpl::embed(const at::Tensor& t, const at::Tensor& y, int64_t n) {
   const UNetOptions& o = options_;
-  TORCH_CHECK(x.dim() == 4 && x.size(1) == o.in_channels, "UNet: x must be (N, ", o.in_channels,
-              ", H, W), got ", x.sizes());
-  const int64_t factor = int64_t{1} << (o.channel_mult.size() - 1);
-  TORCH_CHECK(x.size(2) % factor == 0 && x.size(3) % factor == 0, "UNet: H and W must be divisible by ", factor,
-              " (", o.channel_mult.size(), " levels), got ", x.sizes(), "; pad the images");
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == x.size(0), "UNet: t must be (N) with N = ", x.size(0), ", got ",
-              t.sizes());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == n, "UNet: t must be (N) with N = ", n, ", got ", t.sizes());
   const at::Tensor w0 = time_embed_->ptr<torch::nn::LinearImpl>(0)->weight;
   const auto dtype = w0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor emb = time_embed_->forward(timestep_embedding(t, o.model_channels, 10000.0, dtype).to(w0.scalar_type()));  // (N, 4mc)
   if (o.num_classes) {
     at::Tensor labels = y;
-    if (!labels.defined()) labels = at::full({x.size(0)}, *o.num_classes, t.options().dtype(at::kLong));
-    TORCH_CHECK(labels.dim() == 1 && labels.size(0) == x.size(0) && labels.scalar_type() == at::kLong,
-                "UNet: y must be int64 (N) with N = ", x.size(0), ", got ", labels.sizes(), " ", labels.scalar_type());
+    if (!labels.defined()) labels = at::full({n}, *o.num_classes, t.options().dtype(at::kLong));
+    TORCH_CHECK(labels.dim() == 1 && labels.size(0) == n && labels.scalar_type() == at::kLong,
+                "UNet: y must be int64 (N) with N = ", n, ", got ", labels.sizes(), " ", labels.scalar_type());
     TORCH_CHECK(!labels.is_cpu() || labels.numel() == 0 || (labels.min().item<int64_t>() >= 0 &&
                                         labels.max().item<int64_t>() <= *o.num_classes),
                 "UNet: labels must lie in [0, ", *o.num_classes, "] (", *o.num_classes, " = null label)");
@@ -145,7 +151,18 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
   } else {
     TORCH_CHECK(!y.defined(), "UNet: labels y given to a model without num_classes");
   }
+  return emb;
+}
 
+at::Tensor UNetImpl::forward_embedded(const at::Tensor& x, const at::Tensor& emb) {
+  const UNetOptions& o = options_;
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == o.in_channels, "UNet: x must be (N, ", o.in_channels,
+              ", H, W), got ", x.sizes());
+  const int64_t factor = int64_t{1} << (o.channel_mult.size() - 1);
+  TORCH_CHECK(x.size(2) % factor == 0 && x.size(3) % factor == 0, "UNet: H and W must be divisible by ", factor,
+              " (", o.channel_mult.size(), " levels), got ", x.sizes(), "; pad the images");
+  TORCH_CHECK(emb.dim() == 2 && emb.size(0) == x.size(0), "UNet: the embedding must be (N, ", 4 * o.model_channels,
+              ") with N = ", x.size(0), ", got ", emb.sizes());
   std::vector<at::Tensor> hs;  // encoder outputs, consumed in reverse by the decoder
   at::Tensor h = x;
   for (auto& b : inputs_) {
@@ -157,7 +174,7 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
     h = b->forward(at::cat({h, hs.back()}, 1), emb);
     hs.pop_back();
   }
-  return out_->forward(h);  // (N, output_channels, H, W)
+  return out_conv_->forward(out_norm_->forward_silu(h, {}, {}, o.fused_group_norm));  // out: (N, output_channels, H, W)
 }
 
 int64_t UNetImpl::num_parameters() const {

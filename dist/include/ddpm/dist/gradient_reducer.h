@@ -3,6 +3,8 @@
 // them); a post-accumulate autograd hook per parameter copies its gradient into its bucket, and a
 // bucket's async all-reduce starts as soon as its last gradient is in. finish() waits for what is
 // still in flight and writes the averaged gradients back to .grad, before the optimizer step.
+// Over a SingleProcessCommunicator the mean over ranks is the gradient itself: the buckets are
+// neither filled nor copied back (the bookkeeping, events and unused-parameter check remain).
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -89,6 +91,7 @@ class GradientReducer {
 
   Communicator& comm_;
   ReducerOptions options_;
+  bool identity_;  // one process: .grad is already the mean, no copies
   std::vector<Slot> slots_;
   std::vector<Bucket> buckets_;
   int64_t next_launch_ = 0;

@@ -47,6 +47,10 @@ class Metrics {
   // the quartile of t (t * 4 / T) the terms were averaged over.
   void set_loss_terms(double loss, double mse, double vb);
   void set_loss_quartile(int q, double loss, double mse, double vb);
+  // A training task's own per-example term (trainer's TrainTask::term_names, e.g. the noise
+  // classifier's "accuracy"), mean of the last logged interval: ddpm_task_term{term} over all t
+  // (q = -1) or {term, quartile="q<q>"} for q in 0..3. The family appears on first use.
+  void set_task_term(const std::string& term, int q, double value);
   void add_steps(std::uint64_t n);   // ddpm_steps_total
   void add_images(std::uint64_t n);  // ddpm_images_total (global batch per step)
   void set_images_per_second(double v);

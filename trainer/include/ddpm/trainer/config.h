@@ -59,11 +59,24 @@ struct TrainConfig {
   bool rescale_timesteps = false;    // network sees t * 1000 / T
   std::string timestep_sampler = "uniform";  // uniform | loss-second-moment
   // --- model ---
-  std::string task = "diffusion";    // what the run trains (trainer/task.h): diffusion
+  std::string task = "diffusion";    // what the run trains (trainer/task.h): diffusion | superres |
+                                     // classifier | autoencoder
   std::string model = "ddpm-cifar10";  // U-Net preset name (model/unet)
-  Json model_overrides = Json::object();  // U-Net option overrides, e.g. {"num_channels": 64}
+  Json model_overrides = Json::object();  // U-Net option overrides, e.g. {"model_channels": 64}
   int64_t num_classes = 0;           // > 0: class-conditional
   double label_dropout = 0.0;        // probability a label is dropped (classifier-free guidance)
+  // --- super-resolution (--task superres; Ho et al. 2021 cascaded diffusion) ---
+  int64_t low_res = 0;               // N: the conditioning image is the training image area-downsampled to N x N
+  int64_t cond_aug_max = 0;          // conditioning augmentation: training levels s uniform in {0..max}, 0 = off
+  int64_t cond_aug_level = 0;        // the fixed level s of the conditioning image when sampling
+  // --- latent diffusion: the autoencoder (--task autoencoder) and diffusion in its latent space ---
+  int64_t ae_channels = 32;          // autoencoder width of the first level (a multiple of 32)
+  int64_t ae_factor = 4;             // downsampling factor f: latents are (z_channels, H/f, W/f)
+  int64_t ae_res_blocks = 1;         // residual blocks per level (the decoder has one more)
+  int64_t z_channels = 4;            // latent channels
+  std::string ae_loss = "l1";        // reconstruction loss: l1 | l2
+  double kl_weight = 1e-6;           // weight of KL(q(z|x) || N(0, I)) per image dim (as latent-diffusion)
+  std::string latent;                // --task diffusion on the latents of this autoencoder run ("" = pixels)
   // --- reproducibility ---
   int64_t seed = 0;
   double collective_timeout = 1800.0;  // seconds in one collective before the job is ended (0 = none)
@@ -122,7 +135,15 @@ struct CliResult {
   std::optional<TrainConfig> config;  // empty when help was requested
   std::string help;
 };
-CliResult parse_train_args(int argc, const char* const* argv);
+// The executable that parses: its name and line in --help, and its own built-in defaults (keys
+// applied before the preset, shown as the defaults in --help): ddpm_train_classifier sets
+// {"task": "classifier"}.
+struct CliProgram {
+  std::string name = "ddpm_train";
+  std::string about = "trains a denoising diffusion model; run it with mpirun -np N.";
+  Json defaults = Json::object();
+};
+CliResult parse_train_args(int argc, const char* const* argv, const CliProgram& program = {});
 
 // Batch layout for a world size: global = world_size * per_rank, per_rank = n * microbatch.
 struct BatchPlan {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -15,7 +16,9 @@
 
 #include "ddpm/model/diffusion/gaussian_diffusion.h"
 #include "ddpm/model/diffusion/sde_samplers.h"
+#include "ddpm/model/tensor_dict.h"
 #include "ddpm/model/unet/unet.h"
+#include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/config.h"
 
 namespace ddpm::dist {
@@ -23,6 +26,23 @@ class Communicator;
 }
 
 namespace ddpm::trainer {
+
+struct LoadedClassifier;  // classifier.h
+
+// A checkpoint's weights for inference, whatever network they belong to: the run's config, the
+// chosen weights (model.pt, or model.pt with an EMA's parameters swapped in) and where they came
+// from. spec and ema as load_model's; `flag` / `ema_flag` name the options in errors.
+struct CheckpointWeights {
+  TrainConfig config;                 // the run's resolved config (state.json)
+  model::TensorDict weights;
+  std::string checkpoint, source;     // the folder loaded; the weights file (model.pt or ema_<rate>.pt)
+  int64_t step = 0;
+  std::optional<double> ema_rate;     // the EMA whose weights were chosen; empty = model.pt
+  std::vector<double> available_ema_rates;
+  model::TensorDict task_state;       // the task's checkpointed state (state.pt; latent runs: the autoencoder)
+};
+CheckpointWeights load_checkpoint_weights(const std::string& spec, const std::string& ema,
+                                          const std::string& flag = "--checkpoint", const std::string& ema_flag = "--ema");
 
 // A checkpoint's network, ready for inference (eval mode, no gradients needed).
 struct LoadedModel {
@@ -32,12 +52,18 @@ struct LoadedModel {
   int64_t step = 0;
   std::optional<double> ema_rate;     // the EMA whose weights were loaded; empty = model.pt
   std::vector<double> available_ema_rates;
+  model::TensorDict task_state;       // the task's checkpointed state (state.pt; latent runs: the autoencoder)
 };
+
+// The checkpoint a spec names (a checkpoint folder, or a run dir's newest checkpoint that
+// verifies), loaded and verified, and its folder. Throws CheckpointError naming `flag` and spec.
+std::pair<TrainState, std::string> resolve_checkpoint(const std::string& spec, const std::string& flag = "--checkpoint");
 
 // spec: a checkpoint folder (holding MANIFEST.json) or a run dir (its newest checkpoint that
 // verifies). ema: "" = the checkpoint's first EMA rate (model.pt when it has none), "none" =
 // model.pt, else a rate ("0.9999") that must be in the checkpoint. Throws CheckpointError /
-// std::invalid_argument naming --checkpoint or --ema, what was found and the available rates.
+// std::invalid_argument naming --checkpoint or --ema, what was found and the available rates, and
+// for a checkpoint of a task without a U-Net to sample (a --task classifier run).
 LoadedModel load_model(const std::string& spec, const std::string& ema, const c10::Device& device);
 
 // Classifier-free guidance: with eps_c = net(x, t, labels) and eps_u = net(x, t, null label),
@@ -66,15 +92,32 @@ struct SampleRequest {
   double guidance_scale = 1.0;  // used only with guidance
   bool guidance = false;        // classifier-free guidance (class-conditional models)
   int64_t class_label = -1;     // >= 0 a fixed class; -1 = random per sample (from seed, index)
+  // Classifier guidance (ancestral and DDIM only) when set: scale * grad log p(y | x_t, t) of this
+  // classifier (classifier.h); labels in [0, its classes) also for an unconditional model. Scale 0
+  // draws the labels but leaves the sampler unguided.
+  std::shared_ptr<LoadedClassifier> classifier;
+  double classifier_scale = 1.0;
 };
 
 // Samples with global indices [begin, end) as one batch: x_T and every step's noise from each
-// index's own generator (sample_generator(seed, index): label first, then x_T, then one draw per
-// step that adds noise; the ODE samplers and DPM-Solver++ draw none after x_T). Returns images float (n, C, H, W) in [-1, 1] and labels int64 (n) (undefined for
+// index's own generator (sample_generator(seed, index): label first (class-conditional model or
+// classifier guidance), then x_T, then one draw per step that adds noise; the ODE samplers and
+// DPM-Solver++ draw none after x_T). Returns images float (n, C, H, W) in [-1, 1] and labels int64 (n) (undefined for
 // unconditional models).
 struct SampleBatch {
   at::Tensor images, labels;
 };
+// The loop of sample_indices for any network: x_T and then every step's noise (req's C, H, W)
+// drawn from gens[k] for the k-th sample (one generator per sample, advanced in place; draws made
+// from them before are kept), ancestral, DDIM or a score-SDE sampler as req says. -> (n, C, H, W)
+// float on the CPU, n = gens.size(). cond_fn: classifier guidance of the ancestral and DDIM steps
+// (empty: none; the score-SDE samplers take none).
+at::Tensor sample_with_generators(const diffusion::ModelFn& fn, const diffusion::GaussianDiffusion& diffusion,
+                                  const SampleRequest& req, std::vector<at::Generator>& gens,
+                                  const c10::Device& device, const diffusion::CondFn& cond_fn = {});
+// (n, *shape) standard normal on `device`, one draw from each generator.
+at::Tensor draw_per_sample(std::vector<at::Generator>& gens, at::IntArrayRef shape, const c10::Device& device);
+
 SampleBatch sample_indices(LoadedModel& m, const diffusion::GaussianDiffusion& diffusion, const SampleRequest& req,
                            int64_t begin, int64_t end, const c10::Device& device);
 

@@ -2,7 +2,12 @@
 // all-reduce, the optimizer step, the EMAs, checkpoints, metrics and the periodic work; a
 // TrainTask owns the network it trains, how a microbatch of data becomes a loss, and how a
 // network with given weights makes images (sample grids, FID) or bits/dim. One loop, many tasks:
-//   diffusion   image diffusion, class-conditional or not (DiffusionTask, diffusion_task.cpp)
+//   diffusion   image diffusion, class-conditional or not (DiffusionTask, diffusion_task.cpp);
+//               with --latent, in the latent space of a frozen autoencoder (latent_task.cpp)
+//   superres    a cascade's super-resolution model (SuperResTask, superres_task.cpp)
+//   classifier  the noise-conditional classifier of classifier guidance (ClassifierTask,
+//               classifier_task.cpp; ddpm_train_classifier)
+//   autoencoder latent diffusion's KL autoencoder (autoencoder_task.cpp; ddpm_train_autoencoder)
 // make_train_task() picks the task of --task; a new task is a class and a line there.
 #pragma once
 #include <ATen/core/Tensor.h>
@@ -13,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "ddpm/model/tensor_dict.h"
 #include "ddpm/trainer/config.h"
@@ -64,12 +70,26 @@ class TrainTask {
   // from the global generators (seeded per rank by the Trainer, saved in checkpoints).
   virtual MicrobatchLoss loss(const at::Tensor& x, const at::Tensor& y) = 0;
 
+  // A fresh start (not a resume), on every rank, after the network is broadcast and before the
+  // training's random streams are seeded: run constants every rank must agree on (latent
+  // diffusion's scale factor). A collective over `comm`. Returns a line for the log, or "".
+  virtual std::string start(dist::Communicator& comm) {
+    (void)comm;
+    return "";
+  }
+
   // After every step (skipped ones too), on every rank with the same value: every rank's rows
   // (G, 4) float64 on the CPU, when all their losses are finite (the timestep sampler's history).
   virtual void observe(const at::Tensor& rows) { (void)rows; }
 
   // The number of timesteps T: the log groups rows by quartile of t (column 0) in [0, T).
   virtual int64_t num_timesteps() const = 0;
+
+  // What the rows' columns 2 and 3 hold, named in the log line, log.jsonl (NAME, NAME_q0..q3) and
+  // the metrics; "" = unused (NaN). A name other than mse and vb (e.g. the classifier's
+  // "accuracy") also shows its quartile means in the log line and is the gauge
+  // ddpm_task_term{term=NAME}.
+  virtual std::array<std::string, 2> term_names() const { return {"mse", "vb"}; }
 
   // Task state carried in checkpoints (state.pt "sampler" entries), restored on resume.
   virtual model::TensorDict state() const { return {}; }
@@ -80,6 +100,11 @@ class TrainTask {
   // function when the task makes no images (then no grid and no FID; the config check refuses
   // --sample-every / --fid-every for it).
   virtual IndexSampler image_sampler(const EvalRequest& req) = 0;
+
+  // A sample grid's tiles and column count from the samples [0, S) of image_sampler, (S, C, H, W)
+  // in [-1, 1] on the CPU (rank 0). Default: the samples, ceil(sqrt(S)) columns; superres shows
+  // each sample beside its low-res input and the original.
+  virtual std::pair<at::Tensor, int64_t> grid(const at::Tensor& samples) const;
 
   // Bits/dim of images uint8 (N, H, W, C) (this rank's share, global indices from `first`) under a
   // network with `weights`; a collective over `comm`. Throws std::invalid_argument for a task

@@ -1,6 +1,6 @@
 // GaussianDiffusion: the forward process q, the model's reverse process p, the training losses
 // (simple MSE, hybrid, full VLB), bits/dim and the samplers (ancestral, DDIM, DDIM inversion) of
-// Ho et al. 2020 and Nichol & Dhariwal 2021, with improved-diffusion's decomposition (the network is
+// Ho et al. 2020 and Nichol & Dhariwal 2021 with classifier guidance (Dhariwal & Nichol 2021), with improved-diffusion's decomposition (the network is
 // a callable argument). Not the network (unet/) nor the training loop (trainer/).
 #pragma once
 #include <ATen/core/Generator.h>
@@ -39,6 +39,17 @@ bool is_vb(LossType l);           // kKl or kRescaledKl
 // (unrespaced) int64 indices, or float32 values in [0, 1000) when rescale_timesteps is on. Labels
 // and other conditioning are bound by the caller in a lambda.
 using ModelFn = std::function<at::Tensor(const at::Tensor& x_t, const at::Tensor& t)>;
+
+// Classifier guidance (Dhariwal & Nichol 2021). A CondFn returns s * grad_x log p(y | x_t, t)
+// (N, C, H, W) like x_t, for x_t and the ORIGINAL (unrespaced) int64 timestep indices t, so a
+// classifier trained on the full schedule sees the t it was trained on whatever the respacing;
+// the labels y and the scale s are bound by the caller. A LogitsFn is a classifier: x_t and
+// original int64 t -> logits (N, K).
+using CondFn = std::function<at::Tensor(const at::Tensor& x_t, const at::Tensor& t)>;
+using LogitsFn = std::function<at::Tensor(const at::Tensor& x_t, const at::Tensor& t)>;
+// guided-diffusion's cond_fn: scale * grad_x log_softmax(logits_fn(x_t, t))[y] by autograd
+// (turned on inside, so it works under the samplers' no_grad). labels (N) int64.
+CondFn classifier_cond_fn(LogitsFn logits_fn, at::Tensor labels, double scale);
 
 // Every array of the schedule, float64 (T) on the CPU, with the papers' names.
 struct ScheduleArrays {
@@ -85,6 +96,7 @@ struct SampleOptions {
   std::optional<at::Generator> generator;     // on the samples' device; the default one if unset
   at::Tensor noise;                           // the starting x_T; drawn when undefined
   std::function<void(int64_t done, int64_t total)> progress;  // after each step, done = 1..total
+  CondFn cond_fn;  // classifier guidance when set: condition_mean (ancestral), condition_score (DDIM)
 };
 
 class GaussianDiffusion {
@@ -108,6 +120,8 @@ class GaussianDiffusion {
   at::Tensor extract(const at::Tensor& arr, const at::Tensor& t, const at::Tensor& like) const;
   // What the network sees for steps t (N): original indices, as float32 * 1000/T0 if rescaling.
   at::Tensor model_timesteps(const at::Tensor& t) const;
+  // The original (unrespaced) int64 indices of steps t (N): what a CondFn receives.
+  at::Tensor original_timesteps(const at::Tensor& t) const;
   at::Tensor call_model(const ModelFn& model, const at::Tensor& x_t, const at::Tensor& t) const;
 
   // --- forward process q ---
@@ -152,15 +166,26 @@ class GaussianDiffusion {
                          std::optional<at::Generator> generator = std::nullopt,
                          const at::Tensor& noise = {}, int64_t t_batch = 1) const;
 
-  // --- sampling (sampling.cpp); noise undefined = drawn from the generator ---
+  // --- classifier guidance (guidance.cpp); out = p_mean_variance(model, x, t, ...) ---
+  // Ancestral: the mean shifted by the step's variance times the gradient, mu + Sigma s grad.
+  at::Tensor condition_mean(const CondFn& cond_fn, const PMeanVariance& out, const at::Tensor& x,
+                            const at::Tensor& t) const;
+  // DDIM: eps' = eps - sqrt(1 - alpha_bar_t) s grad, with eps re-derived from out.pred_xstart;
+  // returns out with pred_xstart and mean re-derived from eps' (not clipped again).
+  PMeanVariance condition_score(const CondFn& cond_fn, const PMeanVariance& out, const at::Tensor& x,
+                                const at::Tensor& t) const;
+
+  // --- sampling (sampling.cpp); noise undefined = drawn from the generator; cond_fn set =
+  // classifier guidance (condition_mean for p_sample, condition_score for ddim_sample) ---
   // x_{t-1} ~ p(x_{t-1} | x_t), no noise added where t == 0.
   SampleStep p_sample(const ModelFn& model, const at::Tensor& x, const at::Tensor& t, bool clip_denoised,
-                      std::optional<at::Generator> generator = std::nullopt, const at::Tensor& noise = {}) const;
+                      std::optional<at::Generator> generator = std::nullopt, const at::Tensor& noise = {},
+                      const CondFn& cond_fn = {}) const;
   at::Tensor p_sample_loop(const ModelFn& model, at::IntArrayRef shape, const at::TensorOptions& options,
                            const SampleOptions& opts = {}) const;
   SampleStep ddim_sample(const ModelFn& model, const at::Tensor& x, const at::Tensor& t, bool clip_denoised,
                          double eta, std::optional<at::Generator> generator = std::nullopt,
-                         const at::Tensor& noise = {}) const;
+                         const at::Tensor& noise = {}, const CondFn& cond_fn = {}) const;
   at::Tensor ddim_sample_loop(const ModelFn& model, at::IntArrayRef shape, const at::TensorOptions& options,
                               const SampleOptions& opts = {}) const;
   // Deterministic DDIM step from x_t to x_{t+1} (inversion); eta must be 0.
@@ -174,6 +199,7 @@ class GaussianDiffusion {
   struct DeviceCache;
   at::Tensor initial_noise(at::IntArrayRef shape, const at::TensorOptions& options,
                            const SampleOptions& opts) const;
+  at::Tensor call_cond_fn(const CondFn& cond_fn, const at::Tensor& x, const at::Tensor& t) const;
 
   std::vector<double> betas_;
   ModelMeanType mean_type_;

@@ -21,6 +21,10 @@ class GroupNorm32Impl : public torch::nn::Module {
  public:
   explicit GroupNorm32Impl(int64_t channels, int64_t groups = 32, double eps = 1e-5);
   at::Tensor forward(const at::Tensor& x);  // (N, C, ...) -> same
+  // SiLU(forward(x) * (1 + scale) + shift), x (N, C, H, W), scale and shift (N, C) or undefined.
+  // fused: ddpm::ops::group_norm_silu (one CUDA kernel each way for CUDA inputs it supports, the
+  // plain ATen chain otherwise, the CPU included); else the plain chain.
+  at::Tensor forward_silu(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& shift, bool fused);
   at::Tensor weight, bias;
 
  private:
@@ -69,6 +73,7 @@ struct ResBlockOptions {
   bool use_scale_shift_norm = false;
   Resample resample = Resample::kNone;  // resblock_updown: resample h (before in_layers' conv) and x
   bool use_checkpoint = false;
+  bool fused_group_norm = false;  // GroupNorm32::forward_silu's `fused` for both norms
 };
 
 // h = in_layers(x); h += emb_layers(emb) (or AdaGN scale/shift); out = skip(x) + out_layers(h).
@@ -90,19 +95,33 @@ class ResBlock : public EmbedBlock {
   torch::nn::Dropout dropout_{nullptr};
 };
 
+struct AttentionOptions {
+  int64_t channels, num_heads;
+  bool use_checkpoint = false;
+  // The qkv channel order: false = [q_h; k_h; v_h] per head (improved-diffusion's QKVAttention,
+  // guided-diffusion's QKVAttentionLegacy); true = [q; k; v], each split in heads
+  // (guided-diffusion's QKVAttention, use_new_attention_order).
+  bool new_order = false;
+  // true: at::scaled_dot_product_attention (flash / memory-efficient kernels on CUDA, the fused
+  // CPU kernel); false: the explicit softmax(QK^T / sqrt(d)) V with (T, T) scores, softmax in float32.
+  bool sdpa = true;
+};
+
 // Multi-head self-attention over the H*W positions with a residual connection; qkv is a 1x1
-// Conv1d whose output is split per head as [q_h; k_h; v_h] (improved-diffusion's order), scores
-// scaled by 1/sqrt(head channels) and softmaxed in float32; proj_out is zero-initialised.
+// Conv1d split in q, k, v per head (AttentionOptions::new_order), scores scaled by 1/sqrt(head
+// channels), softmax in at least float32; proj_out is zero-initialised.
 class AttentionBlock : public EmbedBlock {
  public:
-  AttentionBlock(int64_t channels, int64_t num_heads, bool use_checkpoint);
+  explicit AttentionBlock(const AttentionOptions& o);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& emb) override;
   double flops(int64_t& h, int64_t& w) const override;
 
  private:
   at::Tensor forward_impl(const at::Tensor& x);
-  int64_t channels_, heads_;
-  bool use_checkpoint_;
+  at::Tensor heads_of(const at::Tensor& qkv) const;  // (N, 3C, T) -> (N, H, 3, d, T) view
+  at::Tensor attend_explicit(const at::Tensor& qkv5) const;
+  at::Tensor attend_sdpa(const at::Tensor& qkv5) const;
+  AttentionOptions o_;
   GroupNorm32 norm_{nullptr};
   torch::nn::Conv1d qkv_{nullptr}, proj_out_{nullptr};
 };

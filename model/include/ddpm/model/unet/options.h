@@ -30,6 +30,16 @@ struct UNetOptions {
   bool learn_sigma = false;           // output 2 * out_channels (eps and the variance interpolation v)
   bool use_checkpoint = false;        // recompute each residual/attention block in backward
   int64_t image_size = 32;            // training resolution; sets the attention levels (see above)
+  // qkv order: false = per head [q_h; k_h; v_h] (improved-diffusion; guided-diffusion's
+  // QKVAttentionLegacy); true = [q; k; v] then heads (guided-diffusion's use_new_attention_order).
+  bool use_new_attention_order = false;
+  // Speed options (same numbers within rounding; the weights do not depend on them):
+  // attention through at::scaled_dot_product_attention (flash / memory-efficient kernels on CUDA)
+  // instead of the explicit softmax(QK^T / sqrt(d)) V.
+  bool sdpa_attention = true;
+  // GroupNorm + (scale, shift) + SiLU of every residual block and the output as one CUDA kernel
+  // each way (ddpm::ops::group_norm_silu) for CUDA tensors; the CPU always takes the plain chain.
+  bool fused_group_norm = true;
 
   int64_t output_channels() const { return learn_sigma ? 2 * out_channels : out_channels; }
   // Throws std::invalid_argument naming the field, the value found and what is expected.

@@ -27,6 +27,10 @@ class UNetImpl : public torch::nn::Module {
   // float; y (N) int64 labels in [0, num_classes] (num_classes = null label), only when
   // class-conditional (absent: null label). -> (N, output_channels(), H, W)
   at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {});
+  // forward() in its two parts, for networks built on this one (SuperResUNet, superres.h): the
+  // embedding of t and y -> (N, 4 model_channels), and the layers on x with an embedding.
+  at::Tensor embed(const at::Tensor& t, const at::Tensor& y, int64_t n);
+  at::Tensor forward_embedded(const at::Tensor& x, const at::Tensor& emb);
 
   const UNetOptions& options() const { return options_; }
   int64_t num_parameters() const;
@@ -39,7 +43,9 @@ class UNetImpl : public torch::nn::Module {
   std::shared_ptr<AttentionBlock> attention(int64_t ch) const;
 
   UNetOptions options_;
-  torch::nn::Sequential time_embed_{nullptr}, out_{nullptr};
+  torch::nn::Sequential time_embed_{nullptr}, out_{nullptr};  // out = [out_norm_, SiLU, out_conv_]
+  GroupNorm32 out_norm_{nullptr};
+  torch::nn::Conv2d out_conv_{nullptr};
   torch::nn::Embedding label_emb_{nullptr};
   torch::nn::ModuleList input_blocks_{nullptr}, output_blocks_{nullptr};
   TimestepEmbedSequential middle_block_{nullptr};
