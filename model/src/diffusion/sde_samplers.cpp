@@ -147,6 +147,10 @@ at::Tensor sde_sample_loop(const GaussianDiffusion& d, SdeSampler sampler, const
       case SdeSampler::kPfOdeEuler: x = x + delta * flow(x, i); break;
       case SdeSampler::kPfOdeHeun: {
         const at::Tensor f_a = flow(x, i);
+        if (j == 0) {  // Euler into step 0: see sde_samplers.h (the corrector there is unstable)
+          x = x + delta * f_a;
+          break;
+        }
         const at::Tensor f_b = flow(x + delta * f_a, j);
         x = x + 0.5 * delta * (f_a + f_b);
         break;
