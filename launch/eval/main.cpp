@@ -52,13 +52,19 @@ struct Args {
   std::string fid_npz;  // --fid-npz: the FID of stored images instead of a checkpoint's samples
 };
 
-nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedModel& m,
-                                    const ddpm::trainer::BpdSummary& s, double seconds, int ranks) {
+// What every summary starts with: the checkpoint, its step, the weights used and --data.
+nlohmann::ordered_json checkpoint_json(const Args& a, const ddpm::trainer::LoadedModel& m) {
   nlohmann::ordered_json j;
   j["checkpoint"] = m.checkpoint;
   j["step"] = m.step;
   j["weights"] = m.ema_rate ? "ema_" + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model");
   j["data"] = a.data;
+  return j;
+}
+
+nlohmann::ordered_json summary_json(const Args& a, const ddpm::trainer::LoadedModel& m,
+                                    const ddpm::trainer::BpdSummary& s, double seconds, int ranks) {
+  nlohmann::ordered_json j = checkpoint_json(a, m);
   j["count"] = s.count;
   j["num_timesteps"] = s.num_timesteps;
   j["clip_denoised"] = a.clip_denoised;
@@ -166,11 +172,7 @@ nlohmann::ordered_json run_ode_bpd(const Args& a, ddpm::trainer::LoadedModel& m,
   std::printf("ode bits/dim: %.6f +- %.6f (standard error)  prior term %.6f  (%lld images, %lld Heun steps, %s probes, "
               "%.1f s)\n", s.bpd, s.bpd_std_error, s.prior_bpd, static_cast<long long>(s.count),
               static_cast<long long>(s.steps), a.ode_probe.c_str(), seconds);
-  nlohmann::ordered_json j;
-  j["checkpoint"] = m.checkpoint;
-  j["step"] = m.step;
-  j["weights"] = m.ema_rate ? "ema_" + ddpm::trainer::EmaSet::rate_name(*m.ema_rate) : std::string("model");
-  j["data"] = a.data;
+  nlohmann::ordered_json j = checkpoint_json(a, m);
   j["ode_count"] = s.count;
   j["ode_bpd"] = s.bpd;
   j["ode_bpd_std_error"] = s.bpd_std_error;

@@ -24,7 +24,6 @@
 //   quit
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 #include <CLI/CLI.hpp>
 #include <ATen/Context.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
@@ -51,6 +50,7 @@
 #include "ddpm/model/diffusion/timestep_sampler.h"
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/model/unet/unet.h"
+#include "ddpm/trainer/autocast.h"
 #include "ddpm/trainer/config.h"
 #include "ddpm/trainer/ema.h"
 #include "ddpm/trainer/factory.h"
@@ -119,27 +119,6 @@ double cpu_seconds() {
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
-
-// RAII autocast on CUDA for bf16/fp16, as the trainer's step (nothing for fp32 or on the CPU).
-class Autocast {
- public:
-  explicit Autocast(std::optional<at::ScalarType> dtype) : on_(dtype.has_value()) {
-    if (!on_) return;
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, *dtype);
-    at::autocast::increment_nesting();
-  }
-  ~Autocast() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-  }
-  Autocast(const Autocast&) = delete;
-  Autocast& operator=(const Autocast&) = delete;
-
- private:
-  bool on_;
-};
 
 class StepBench {
  public:
@@ -239,7 +218,7 @@ class StepBench {
   at::Tensor loss(const at::Tensor& t, const at::Tensor& noise, const at::Tensor& weights) {
     ddpm::diffusion::LossTerms terms;
     {
-      Autocast autocast(autocast_);
+      ddpm::trainer::AutocastScope autocast(autocast_);
       terms = diffusion_->training_losses(ddpm::trainer::model_fn(unet_), x_, t, noise);
     }
     return (terms.loss.to(at::kFloat) * weights).mean();

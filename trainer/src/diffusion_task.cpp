@@ -22,15 +22,8 @@ class DiffusionTask final : public TrainTask {
  public:
   DiffusionTask(const TrainConfig& config, const data::DatasetInfo& info, const c10::Device& device)
       : config_(config), device_(device) {
-    const model::UNetOptions unet = make_unet_options(config_);
-    if (unet.in_channels != info.channels) {
-      throw std::invalid_argument("--data " + config_.data + ": images have " + std::to_string(info.channels) +
-                                  " channels but U-Net preset '" + config_.model + "' takes " +
-                                  std::to_string(unet.in_channels) + "; pick a --model for " +
-                                  std::to_string(info.channels) +
-                                  " channels or override in_channels/out_channels");
-    }
-    unet_ = model::UNet(unet);
+    check_unet_channels(config_, info);
+    unet_ = make_unet(config_);
     unet_->to(device_);
     unet_->train();
     diffusion_ = std::make_unique<diffusion::GaussianDiffusion>(make_diffusion(config_));
@@ -54,14 +47,7 @@ class DiffusionTask final : public TrainTask {
       const at::Tensor drop = at::rand({n}, x.options()) < config_.label_dropout;
       labels = at::where(drop, at::full_like(labels, config_.num_classes), labels);
     }
-    const diffusion::LossTerms terms = diffusion_->training_losses(model_fn(unet_, labels), x, ts.t, noise);
-    const auto col = [&](const at::Tensor& v) {  // (n) float64 on the device
-      return v.defined() ? v.detach().to(at::kDouble) : at::full({n}, NAN, x.options().dtype(at::kDouble));
-    };
-    MicrobatchLoss out;
-    out.loss = (terms.loss.to(at::kFloat) * ts.weights).mean();
-    out.rows = at::stack({ts.t.to(at::kDouble), col(terms.loss), col(terms.mse), col(terms.vb)}, 1);  // (n, 4)
-    return out;
+    return diffusion_microbatch_loss(diffusion_->training_losses(model_fn(unet_, labels), x, ts.t, noise), ts);
   }
 
   void observe(const at::Tensor& rows) override {
@@ -96,6 +82,27 @@ class DiffusionTask final : public TrainTask {
 };
 
 }  // namespace
+
+void check_unet_channels(const TrainConfig& config, const data::DatasetInfo& info) {
+  const model::UNetOptions unet = make_unet_options(config);
+  if (unet.in_channels != info.channels) {
+    throw std::invalid_argument("--data " + config.data + ": images have " + std::to_string(info.channels) +
+                                " channels but U-Net preset '" + config.model + "' takes " +
+                                std::to_string(unet.in_channels) + "; pick a --model for " +
+                                std::to_string(info.channels) + " channels or override in_channels/out_channels");
+  }
+}
+
+MicrobatchLoss diffusion_microbatch_loss(const diffusion::LossTerms& terms, const diffusion::TimestepSample& ts) {
+  const int64_t n = ts.t.size(0);
+  const auto col = [&](const at::Tensor& v) {  // (n) float64 on the device
+    return v.defined() ? v.detach().to(at::kDouble) : at::full({n}, NAN, ts.t.options().dtype(at::kDouble));
+  };
+  MicrobatchLoss out;
+  out.loss = (terms.loss.to(at::kFloat) * ts.weights).mean();
+  out.rows = at::stack({ts.t.to(at::kDouble), col(terms.loss), col(terms.mse), col(terms.vb)}, 1);  // (n, 4)
+  return out;
+}
 
 std::unique_ptr<TrainTask> make_diffusion_task(const TrainConfig& config, const data::DatasetInfo& info,
                                                const c10::Device& device) {

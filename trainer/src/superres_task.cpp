@@ -67,15 +67,8 @@ class SuperResTask final : public TrainTask {
     }
     const diffusion::TimestepSample ts = timestep_sampler_->sample(n, std::nullopt, device_);
     const at::Tensor noise = at::randn_like(x);  // (n, C, H, W)
-    const diffusion::LossTerms terms =
-        diffusion_->training_losses(superres_model_fn(net_, *diffusion_, cond, levels), x, ts.t, noise);
-    const auto col = [&](const at::Tensor& v) {  // (n) float64 on the device
-      return v.defined() ? v.detach().to(at::kDouble) : at::full({n}, NAN, x.options().dtype(at::kDouble));
-    };
-    MicrobatchLoss out;
-    out.loss = (terms.loss.to(at::kFloat) * ts.weights).mean();
-    out.rows = at::stack({ts.t.to(at::kDouble), col(terms.loss), col(terms.mse), col(terms.vb)}, 1);  // (n, 4)
-    return out;
+    return diffusion_microbatch_loss(
+        diffusion_->training_losses(superres_model_fn(net_, *diffusion_, cond, levels), x, ts.t, noise), ts);
   }
 
   void observe(const at::Tensor& rows) override {
@@ -107,13 +100,7 @@ class SuperResTask final : public TrainTask {
 
  private:
   void check_data(const data::DatasetInfo& info) const {
-    const model::UNetOptions o = make_unet_options(config_);
-    if (o.in_channels != info.channels) {
-      throw std::invalid_argument("--data " + config_.data + ": images have " + std::to_string(info.channels) +
-                                  " channels but U-Net preset '" + config_.model + "' takes " +
-                                  std::to_string(o.in_channels) + "; pick a --model for " +
-                                  std::to_string(info.channels) + " channels or override in_channels/out_channels");
-    }
+    check_unet_channels(config_, info);
     if (info.height != info.width) {
       throw std::invalid_argument("--data " + config_.data + ": --task superres needs square images, these are " +
                                   std::to_string(info.height) + "x" + std::to_string(info.width));

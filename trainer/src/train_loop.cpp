@@ -2,7 +2,6 @@
 // finish (the gradient all-reduce), optimize, record; periodic work after each step. Setup:
 // train_setup.cpp; checkpoints: train_state.cpp; evaluations: train_eval.cpp.
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
 
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "ddpm/trainer/autocast.h"
 #include "ddpm/trainer/signals.h"
 #include "trainer.h"
 
@@ -23,32 +23,6 @@ namespace detail {
 namespace {
 
 using monitoring::StepPhase;
-
-// RAII autocast on CUDA for bf16/fp16 (no-op when `dtype` is nullopt).
-class AutocastScope {
- public:
-  explicit AutocastScope(std::optional<at::ScalarType> dtype) {
-    if (!dtype) return;
-    on_ = true;
-    prev_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, *dtype);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prev_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
-  }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool on_ = false, prev_ = false;
-  at::ScalarType prev_dtype_ = at::kFloat;
-};
 
 }  // namespace
 

@@ -73,32 +73,6 @@ void EncoderUNetOptions::validate() const {
   }
 }
 
-std::shared_ptr<ResBlock> EncoderUNetImpl::res_block(int64_t ch, int64_t out_ch, Resample r) const {
-  const UNetOptions& u = options_.unet;
-  ResBlockOptions o{ch, 4 * u.model_channels, out_ch};
-  o.dropout = u.dropout;
-  o.use_scale_shift_norm = u.use_scale_shift_norm;
-  o.resample = r;
-  o.use_checkpoint = u.use_checkpoint;
-  o.fused_group_norm = u.fused_group_norm;
-  return std::make_shared<ResBlock>(o);
-}
-
-// The U-Net's attention block with the U-Net's options (heads, checkpointing, qkv order, SDPA).
-std::shared_ptr<AttentionBlock> EncoderUNetImpl::attention(int64_t ch) const {
-  const UNetOptions& u = options_.unet;
-  AttentionOptions o{ch, heads(ch)};
-  o.use_checkpoint = u.use_checkpoint;
-  o.new_order = u.use_new_attention_order;
-  o.sdpa = u.sdpa_attention;
-  return std::make_shared<AttentionBlock>(o);
-}
-
-int64_t EncoderUNetImpl::heads(int64_t ch) const {
-  const UNetOptions& u = options_.unet;
-  return u.num_head_channels > 0 ? ch / u.num_head_channels : u.num_heads;
-}
-
 EncoderUNetImpl::EncoderUNetImpl(EncoderUNetOptions options) : options_(std::move(options)) {
   options_.validate();
   const UNetOptions& u = options_.unet;
@@ -121,15 +95,15 @@ EncoderUNetImpl::EncoderUNetImpl(EncoderUNetOptions options) : options_(std::mov
   for (int64_t level = 0; level < levels; ++level) {
     for (int64_t i = 0; i < u.num_res_blocks; ++i) {
       TimestepEmbedSequential b;
-      b->push_back(res_block(ch, u.channel_mult[level] * mc, Resample::kNone));
+      b->push_back(make_res_block(u, ch, u.channel_mult[level] * mc, Resample::kNone));
       ch = u.channel_mult[level] * mc;
-      if (attn_ds.count(ds)) b->push_back(attention(ch));
+      if (attn_ds.count(ds)) b->push_back(make_attention_block(u, ch));
       add_input(b);
     }
     if (level != levels - 1) {
       TimestepEmbedSequential b;
       if (u.resblock_updown) {
-        b->push_back(res_block(ch, ch, Resample::kDown));
+        b->push_back(make_res_block(u, ch, ch, Resample::kDown));
       } else {
         b->push_back(std::make_shared<Downsample>(ch, u.conv_resample));
       }
@@ -139,9 +113,9 @@ EncoderUNetImpl::EncoderUNetImpl(EncoderUNetOptions options) : options_(std::mov
   }
 
   middle_block_ = register_module("middle_block", TimestepEmbedSequential());
-  middle_block_->push_back(res_block(ch, ch, Resample::kNone));
-  middle_block_->push_back(attention(ch));
-  middle_block_->push_back(res_block(ch, ch, Resample::kNone));
+  middle_block_->push_back(make_res_block(u, ch, ch, Resample::kNone));
+  middle_block_->push_back(make_attention_block(u, ch));
+  middle_block_->push_back(make_res_block(u, ch, ch, Resample::kNone));
 
   if (options_.pool == "attention") {
     const int64_t head_channels = u.num_head_channels > 0 ? u.num_head_channels : ch / u.num_heads;

@@ -25,24 +25,30 @@ at::Tensor timestep_embedding(const at::Tensor& t, int64_t dim, double max_perio
   return emb;
 }
 
-std::shared_ptr<ResBlock> UNetImpl::res_block(int64_t ch, int64_t out_ch, Resample r) const {
-  ResBlockOptions o{ch, 4 * options_.model_channels, out_ch};
-  o.dropout = options_.dropout;
-  o.use_scale_shift_norm = options_.use_scale_shift_norm;
+std::shared_ptr<ResBlock> make_res_block(const UNetOptions& u, int64_t ch, int64_t out_ch, Resample r) {
+  ResBlockOptions o{ch, 4 * u.model_channels, out_ch};
+  o.dropout = u.dropout;
+  o.use_scale_shift_norm = u.use_scale_shift_norm;
   o.resample = r;
-  o.use_checkpoint = options_.use_checkpoint;
-  o.fused_group_norm = options_.fused_group_norm;
+  o.use_checkpoint = u.use_checkpoint;
+  o.fused_group_norm = u.fused_group_norm;
   return std::make_shared<ResBlock>(o);
 }
 
-std::shared_ptr<AttentionBlock> UNetImpl::attention(int64_t ch) const {
-  const int64_t heads = options_.num_head_channels > 0 ? ch / options_.num_head_channels : options_.num_heads;
+std::shared_ptr<AttentionBlock> make_attention_block(const UNetOptions& u, int64_t ch) {
+  const int64_t heads = u.num_head_channels > 0 ? ch / u.num_head_channels : u.num_heads;
   AttentionOptions o{ch, heads};
-  o.use_checkpoint = options_.use_checkpoint;
-  o.new_order = options_.use_new_attention_order;
-  o.sdpa = options_.sdpa_attention;
+  o.use_checkpoint = u.use_checkpoint;
+  o.new_order = u.use_new_attention_order;
+  o.sdpa = u.sdpa_attention;
   return std::make_shared<AttentionBlock>(o);
 }
+
+std::shared_ptr<ResBlock> UNetImpl::res_block(int64_t ch, int64_t out_ch, Resample r) const {
+  return make_res_block(options_, ch, out_ch, r);
+}
+
+std::shared_ptr<AttentionBlock> UNetImpl::attention(int64_t ch) const { return make_attention_block(options_, ch); }
 
 UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
   const UNetOptions& o = options_;

@@ -62,10 +62,6 @@ class EncoderUNetImpl : public torch::nn::Module {
   int64_t num_parameters() const;
 
  private:
-  std::shared_ptr<ResBlock> res_block(int64_t ch, int64_t out_ch, Resample r) const;
-  int64_t heads(int64_t ch) const;
-  std::shared_ptr<AttentionBlock> attention(int64_t ch) const;
-
   EncoderUNetOptions options_;
   torch::nn::Sequential time_embed_{nullptr}, out_{nullptr};
   torch::nn::ModuleList input_blocks_{nullptr};

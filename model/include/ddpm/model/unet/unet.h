@@ -53,4 +53,10 @@ class UNetImpl : public torch::nn::Module {
 };
 TORCH_MODULE(UNet);
 
+// The ADM U-Net's blocks for options `o`, shared by UNet and EncoderUNet: a ResBlock (time
+// embedding 4 model_channels, dropout, scale-shift norm, checkpointing, fused GroupNorm) and an
+// attention block (heads from num_head_channels, else num_heads; qkv order; SDPA).
+std::shared_ptr<ResBlock> make_res_block(const UNetOptions& o, int64_t ch, int64_t out_ch, Resample r);
+std::shared_ptr<AttentionBlock> make_attention_block(const UNetOptions& o, int64_t ch);
+
 }  // namespace ddpm::model
