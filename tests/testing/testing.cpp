@@ -76,4 +76,26 @@ int run_command(const std::string& cmd, const std::string& log, bool cpu_only) {
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
 }
 
+::testing::AssertionResult state_dict_matches_golden(const std::vector<std::pair<std::string, at::Tensor>>& sd,
+                                                     const at::Tensor& keys, const at::Tensor& shapes) {
+  const at::Tensor bytes = keys.contiguous();
+  std::stringstream text(std::string(reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>()), bytes.numel()));
+  std::vector<std::string> names;
+  for (std::string line; std::getline(text, line, '\n');) names.push_back(line);
+  if (sd.size() != names.size()) {
+    return ::testing::AssertionFailure() << "state_dict has " << sd.size() << " entries, the reference " << names.size();
+  }
+  std::string wrong;
+  for (size_t i = 0; i < names.size(); ++i) {
+    std::vector<int64_t> want;
+    for (int64_t j = 0; j < shapes.size(1) && shapes[i][j].item<int64_t>() >= 0; ++j) {
+      want.push_back(shapes[i][j].item<int64_t>());
+    }
+    if (sd[i].first != names[i]) wrong += "\n  key " + std::to_string(i) + ": " + sd[i].first + " vs " + names[i];
+    if (sd[i].second.sizes().vec() != want) wrong += "\n  shape of " + names[i] + " differs";
+  }
+  if (!wrong.empty()) return ::testing::AssertionFailure() << "state_dict differs from the reference:" << wrong;
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace ddpm::testing

@@ -6,6 +6,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "ddpm/data/h5_tensor.h"
 
@@ -24,6 +26,12 @@ std::string temp_dir(const std::string& name);
 // Always prints "[maxdiff] label: abs A rel R (atol, rtol)" so logs show how close we are.
 ::testing::AssertionResult tensors_near(const at::Tensor& actual, const at::Tensor& expected,
                                     double rtol, double atol, const std::string& label);
+
+// A module's state_dict (name -> tensor, in order) against a Python reference's golden entries:
+// `keys` the names as newline-separated bytes, `shapes` (K, 4) int64 padded with -1. Fails on a
+// different count, and names every key whose name or shape differs.
+::testing::AssertionResult state_dict_matches_golden(const std::vector<std::pair<std::string, at::Tensor>>& sd,
+                                                     const at::Tensor& keys, const at::Tensor& shapes);
 
 bool cuda_available();
 

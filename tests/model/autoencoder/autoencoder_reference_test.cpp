@@ -4,7 +4,6 @@
 // float64 reference). Also the shapes for f = 2 and 4 and the options' errors.
 #include <ATen/ATen.h>
 
-#include <sstream>
 
 #include "ddpm/model/autoencoder/autoencoder.h"
 #include "ddpm/model/unet/state_dict.h"
@@ -28,15 +27,6 @@ AutoencoderOptions config(const std::string& name) {
   return o;
 }
 
-std::vector<std::string> split_lines(const at::Tensor& bytes) {
-  const at::Tensor b = bytes.contiguous();
-  std::string s(reinterpret_cast<const char*>(b.data_ptr<uint8_t>()), b.numel());
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string line; std::getline(ss, line, '\n');) out.push_back(line);
-  return out;
-}
-
 class AutoencoderGolden : public ::testing::TestWithParam<std::string> {
  protected:
   ddpm::data::H5TensorFile g = ddpm::testing::golden("autoencoder");
@@ -52,16 +42,8 @@ class AutoencoderGolden : public ::testing::TestWithParam<std::string> {
 
 TEST_P(AutoencoderGolden, StateDictKeysAndShapesMatchTheReference) {
   AutoencoderKL ae(config(GetParam()));
-  const auto keys = split_lines(r("keys"));
-  const at::Tensor shapes = r("shapes");
   const auto sd = ddpm::model::state_dict(*ae);
-  ASSERT_EQ(sd.size(), keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    EXPECT_EQ(sd[i].first, keys[i]) << "key " << i;
-    std::vector<int64_t> want;
-    for (int64_t j = 0; j < 4 && shapes[i][j].item<int64_t>() >= 0; ++j) want.push_back(shapes[i][j].item<int64_t>());
-    EXPECT_EQ(sd[i].second.sizes().vec(), want) << keys[i];
-  }
+  ASSERT_TRUE(ddpm::testing::state_dict_matches_golden(sd, r("keys"), r("shapes")));
   EXPECT_EQ(ae->num_parameters(), r("num_params")[0].item<int64_t>());
 }
 

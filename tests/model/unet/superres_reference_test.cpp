@@ -5,7 +5,6 @@
 // properties the trainer relies on (a fresh aug_embed ignores the level, input checks).
 #include <ATen/ATen.h>
 
-#include <sstream>
 
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/model/unet/superres.h"
@@ -40,15 +39,6 @@ SrConfig config(const std::string& name) {
   return {o, 4, true};
 }
 
-std::vector<std::string> split_lines(const at::Tensor& bytes) {
-  const at::Tensor b = bytes.contiguous();
-  std::string s(reinterpret_cast<const char*>(b.data_ptr<uint8_t>()), b.numel());
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string line; std::getline(ss, line, '\n');) out.push_back(line);
-  return out;
-}
-
 class SuperResGolden : public ::testing::TestWithParam<std::string> {
  protected:
   ddpm::data::H5TensorFile g = ddpm::testing::golden("unet");
@@ -62,17 +52,8 @@ class SuperResGolden : public ::testing::TestWithParam<std::string> {
 
 TEST_P(SuperResGolden, StateDictKeysAndShapesMatchTheReference) {
   SuperResUNet net = make();
-  const auto keys = split_lines(r("keys"));
-  const at::Tensor shapes = r("shapes");
   const auto sd = ddpm::model::state_dict(*net);
-  ASSERT_EQ(sd.size(), keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    EXPECT_EQ(sd[i].first, keys[i]) << "key " << i;
-    const at::Tensor row = shapes[i];
-    std::vector<int64_t> want;
-    for (int64_t j = 0; j < 4 && row[j].item<int64_t>() >= 0; ++j) want.push_back(row[j].item<int64_t>());
-    EXPECT_EQ(sd[i].second.sizes().vec(), want) << keys[i];
-  }
+  ASSERT_TRUE(ddpm::testing::state_dict_matches_golden(sd, r("keys"), r("shapes")));
   EXPECT_EQ(net->num_parameters(), r("num_params")[0].item<int64_t>());
   // The UNet of the same options with 2C input channels has the same keys, minus aug_embed.
   UNetOptions doubled = config(GetParam()).options;

@@ -4,7 +4,6 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 
-#include <sstream>
 
 #include "ddpm/model/unet/state_dict.h"
 #include "ddpm/model/unet/unet.h"
@@ -43,15 +42,6 @@ UNetOptions config(const std::string& name) {
   return o;
 }
 
-std::vector<std::string> split_lines(const at::Tensor& bytes) {
-  const at::Tensor b = bytes.contiguous();
-  std::string s(reinterpret_cast<const char*>(b.data_ptr<uint8_t>()), b.numel());
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string line; std::getline(ss, line, '\n');) out.push_back(line);
-  return out;
-}
-
 class UNetGolden : public ::testing::TestWithParam<std::string> {
  protected:
   ddpm::data::H5TensorFile g = ddpm::testing::golden("unet");
@@ -61,17 +51,8 @@ class UNetGolden : public ::testing::TestWithParam<std::string> {
 
 TEST_P(UNetGolden, StateDictKeysAndShapesMatchTheReference) {
   UNet net(config(GetParam()));
-  const auto keys = split_lines(r("keys"));
-  const at::Tensor shapes = r("shapes");
   const auto sd = ddpm::model::state_dict(*net);
-  ASSERT_EQ(sd.size(), keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    EXPECT_EQ(sd[i].first, keys[i]) << "key " << i;
-    const at::Tensor row = shapes[i];
-    std::vector<int64_t> want;
-    for (int64_t j = 0; j < 4 && row[j].item<int64_t>() >= 0; ++j) want.push_back(row[j].item<int64_t>());
-    EXPECT_EQ(sd[i].second.sizes().vec(), want) << keys[i];
-  }
+  ASSERT_TRUE(ddpm::testing::state_dict_matches_golden(sd, r("keys"), r("shapes")));
   EXPECT_EQ(net->num_parameters(), r("num_params")[0].item<int64_t>());
 }
 

@@ -27,29 +27,10 @@ namespace {
 std::unique_ptr<dist::Communicator> g_comm;
 dist::Communicator& comm() { return *g_comm; }
 
-std::string shared_dir(const std::string& name) {
-  const std::string dir = ddpm::testing::binary_dir() + "/tmp/classifier_loop_np" +
-                          std::to_string(comm().world_size()) + "/" + name;
-  if (comm().rank() == 0) {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-  }
-  comm().barrier();
-  return dir;
-}
+std::string shared_dir(const std::string& name) { return shared_test_dir(comm(), "classifier_loop", name); }
 
-std::string dataset(const std::string& dir) {
-  const std::string path = dir + "/bars.h5";
-  if (comm().rank() == 0) write_tiny_dataset(path);
-  comm().barrier();
-  return path;
-}
+std::string dataset(const std::string& dir) { return shared_tiny_dataset(comm(), dir); }
 
-TrainHooks quiet() {
-  TrainHooks h;
-  h.print = [](const std::string&) {};
-  return h;
-}
 
 // The tiny U-Net's encoder half on the 8x8 bars (4 classes), attention pooling over the 4x4 map.
 TrainConfig classifier_config(const std::string& data, const std::string& run_dir, int64_t steps) {
@@ -74,16 +55,16 @@ std::vector<Json> train_records(const std::string& run_dir) {
 TEST(ClassifierLoop, BitExactResumeAfterSigterm) {
   const std::string dir = shared_dir("bitexact");
   const std::string data = dataset(dir);
-  const TrainOutcome straight = train(classifier_config(data, dir + "/straight", 10), comm(), at::kCPU, quiet());
+  const TrainOutcome straight = train(classifier_config(data, dir + "/straight", 10), comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(straight.exit_code, 0);
-  TrainHooks stop = quiet();
+  TrainHooks stop = quiet_hooks();
   stop.after_step = [&](int64_t step) {
     if (step == 5 && comm().rank() == comm().world_size() - 1) std::raise(SIGTERM);
   };
   const TrainOutcome first = train(classifier_config(data, dir + "/stopped", 10), comm(), at::kCPU, stop);
   EXPECT_EQ(first.exit_code, kRequeueExitCode);
   ASSERT_EQ(first.step, 5);
-  const TrainOutcome second = train(classifier_config(data, dir + "/stopped", 10), comm(), at::kCPU, quiet());
+  const TrainOutcome second = train(classifier_config(data, dir + "/stopped", 10), comm(), at::kCPU, quiet_hooks());
   EXPECT_EQ(second.exit_code, 0);
   EXPECT_EQ(second.resumed_from, 5);
   ASSERT_EQ(second.step, 10);
@@ -110,7 +91,7 @@ TEST(ClassifierLoop, LearnsTheBarsAndLogsAccuracyByQuartile) {
   TrainConfig c = classifier_config(data, dir + "/run", 60);
   c.diffusion_steps = 40;
   c.lr = 2e-3;
-  const TrainOutcome out = train(c, comm(), at::kCPU, quiet());
+  const TrainOutcome out = train(c, comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(out.step, 60);
   const std::vector<Json> rec = train_records(dir + "/run");
   ASSERT_EQ(rec.size(), 60u);
@@ -142,7 +123,7 @@ TEST(ClassifierLoop, ConfigErrorsNameTheFlag) {
     change(c);
     try {
       validate(c);
-      train(c, comm(), at::kCPU, quiet());
+      train(c, comm(), at::kCPU, quiet_hooks());
     } catch (const std::invalid_argument& e) {
       return std::string(e.what());
     }
@@ -185,12 +166,5 @@ TEST(ClassifierLoop, ConfigErrorsNameTheFlag) {
 }  // namespace ddpm::trainer::testing
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  ddpm::dist::MpiRuntime mpi(&argc, &argv);
-  ddpm::trainer::testing::g_comm = ddpm::dist::make_communicator(mpi.context());
-  int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ddpm::trainer::testing::g_comm.reset();
-  return worst;
+  return ddpm::trainer::testing::run_tests_on_every_rank(argc, argv, ddpm::trainer::testing::g_comm);
 }

@@ -32,29 +32,10 @@ namespace {
 std::unique_ptr<dist::Communicator> g_comm;
 dist::Communicator& comm() { return *g_comm; }
 
-std::string shared_dir(const std::string& name) {
-  const std::string dir =
-      ddpm::testing::binary_dir() + "/tmp/latent_np" + std::to_string(comm().world_size()) + "/" + name;
-  if (comm().rank() == 0) {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-  }
-  comm().barrier();
-  return dir;
-}
+std::string shared_dir(const std::string& name) { return shared_test_dir(comm(), "latent", name); }
 
-std::string dataset(const std::string& dir) {
-  const std::string path = dir + "/bars.h5";
-  if (comm().rank() == 0) write_tiny_dataset(path);
-  comm().barrier();
-  return path;
-}
+std::string dataset(const std::string& dir) { return shared_tiny_dataset(comm(), dir); }
 
-TrainHooks quiet() {
-  TrainHooks h;
-  h.print = [](const std::string&) {};
-  return h;
-}
 
 // The tiny config as an autoencoder: f = 2, 2 latent channels (8x8 -> 2x4x4).
 TrainConfig ae_config(const std::string& data, const std::string& run, int64_t steps) {
@@ -79,7 +60,7 @@ TrainConfig latent_config(const std::string& data, const std::string& run, const
 
 // Stops the run (SIGTERM on the last rank) after `step`.
 TrainHooks stop_after(int64_t at) {
-  TrainHooks h = quiet();
+  TrainHooks h = quiet_hooks();
   h.after_step = [at](int64_t step) {
     if (step == at && comm().rank() == comm().world_size() - 1) std::raise(SIGTERM);
   };
@@ -99,12 +80,12 @@ void expect_identical(const TrainState& a, const TrainState& b) {
 
 // 12 steps straight vs stopped at 6 and resumed: every tensor of the final checkpoint identical.
 void check_bit_exact_resume(const std::function<TrainConfig(const std::string&)>& config) {
-  const TrainOutcome straight = train(config("straight"), comm(), at::kCPU, quiet());
+  const TrainOutcome straight = train(config("straight"), comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(straight.step, 12);
   const TrainOutcome first = train(config("stopped"), comm(), at::kCPU, stop_after(6));
   ASSERT_EQ(first.exit_code, kRequeueExitCode);
   ASSERT_EQ(first.step, 6);
-  const TrainOutcome second = train(config("stopped"), comm(), at::kCPU, quiet());
+  const TrainOutcome second = train(config("stopped"), comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(second.exit_code, 0);
   EXPECT_EQ(second.resumed_from, 6);
   expect_identical(load_checkpoint(straight.checkpoint), load_checkpoint(second.checkpoint));
@@ -113,7 +94,7 @@ void check_bit_exact_resume(const std::function<TrainConfig(const std::string&)>
 // A short autoencoder run shared by the latent tests.
 std::string trained_autoencoder(const std::string& dir, const std::string& data) {
   TrainConfig c = ae_config(data, dir + "/ae", 4);
-  EXPECT_EQ(train(c, comm(), at::kCPU, quiet()).exit_code, 0);
+  EXPECT_EQ(train(c, comm(), at::kCPU, quiet_hooks()).exit_code, 0);
   return c.run_dir;
 }
 
@@ -145,7 +126,7 @@ TEST(AutoencoderTask, ReconstructionErrorFallsAndTheLogNamesItsTerms) {
   TrainConfig c = ae_config(data, dir + "/run", 40);
   c.lr = 3e-3;
   c.sample_every = 40;
-  ASSERT_EQ(train(c, comm(), at::kCPU, quiet()).step, 40);
+  ASSERT_EQ(train(c, comm(), at::kCPU, quiet_hooks()).step, 40);
   const std::vector<Json> rows = train_records(c.run_dir);
   ASSERT_EQ(rows.size(), 40u);
   double first = 0, last = 0;
@@ -282,7 +263,7 @@ TEST(LatentDiffusion, GridsDecodeAsTheCheckpointsSampler) {
   const std::string ae = trained_autoencoder(dir, data);
   TrainConfig c = latent_config(data, dir + "/run", ae, 3);
   c.sample_every = 3;
-  ASSERT_EQ(train(c, comm(), at::kCPU, quiet()).exit_code, 0);
+  ASSERT_EQ(train(c, comm(), at::kCPU, quiet_hooks()).exit_code, 0);
   if (comm().rank() != 0) return;
   LoadedModel m = load_model(c.run_dir, "", at::kCPU);
   SampleRequest req;
@@ -336,12 +317,5 @@ TEST(LatentDiffusion, SettingsThatDoNotFitAreClearErrors) {
 }  // namespace ddpm::trainer::testing
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  ddpm::dist::MpiRuntime mpi(&argc, &argv);
-  ddpm::trainer::testing::g_comm = ddpm::dist::make_communicator(mpi.context());
-  int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ddpm::trainer::testing::g_comm.reset();
-  return worst;
+  return ddpm::trainer::testing::run_tests_on_every_rank(argc, argv, ddpm::trainer::testing::g_comm);
 }

@@ -3,8 +3,12 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <filesystem>
 
 #include "ddpm/data/dataset.h"
+#include "ddpm/dist/communicator.h"
+#include "ddpm/dist/context.h"
+#include "testing/testing.h"
 #include "trainer/loop/loop_fixtures.h"
 
 namespace ddpm::trainer::testing {
@@ -81,6 +85,41 @@ TrainConfig tiny_config(const std::string& data, const std::string& run_dir, int
               worst_name.c_str(), a.size());
   if (!first_bad.empty()) return ::testing::AssertionFailure() << label << ": '" << first_bad << "' differs";
   return ::testing::AssertionSuccess();
+}
+
+std::string shared_test_dir(dist::Communicator& comm, const std::string& suite, const std::string& name) {
+  const std::string dir = ddpm::testing::binary_dir() + "/tmp/" + suite + "_np" + std::to_string(comm.world_size()) +
+                          "/" + name;
+  if (comm.rank() == 0) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  comm.barrier();
+  return dir;
+}
+
+std::string shared_tiny_dataset(dist::Communicator& comm, const std::string& dir) {
+  const std::string path = dir + "/bars.h5";
+  if (comm.rank() == 0) write_tiny_dataset(path);
+  comm.barrier();
+  return path;
+}
+
+TrainHooks quiet_hooks() {
+  TrainHooks h;
+  h.print = [](const std::string&) {};
+  return h;
+}
+
+int run_tests_on_every_rank(int argc, char** argv, std::unique_ptr<dist::Communicator>& comm) {
+  ::testing::InitGoogleTest(&argc, argv);
+  dist::MpiRuntime mpi(&argc, &argv);
+  comm = dist::make_communicator(mpi.context());
+  int rc = RUN_ALL_TESTS();
+  int worst = rc;
+  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  comm.reset();
+  return worst;
 }
 
 }  // namespace ddpm::trainer::testing

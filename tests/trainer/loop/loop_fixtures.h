@@ -1,13 +1,20 @@
 // Shared pieces of the training-loop tests: a tiny labelled HDF5 dataset written with the data
-// writer, a tiny-U-Net TrainConfig (8x8 grey images, a few diffusion steps) and checkpoint
-// comparisons that print the worst difference.
+// writer, a tiny-U-Net TrainConfig (8x8 grey images, a few diffusion steps), checkpoint
+// comparisons that print the worst difference, and the MPI scaffolding of the in-process loop
+// tests (a folder every rank agrees on, quiet hooks, main).
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <memory>
 #include <string>
 
 #include "ddpm/model/tensor_dict.h"
 #include "ddpm/trainer/config.h"
+#include "ddpm/trainer/train_loop.h"
+
+namespace ddpm::dist {
+class Communicator;
+}
 
 namespace ddpm::trainer::testing {
 
@@ -23,5 +30,16 @@ TrainConfig tiny_config(const std::string& data, const std::string& run_dir, int
 // "[maxdiff] label: ..." with the largest absolute difference found.
 ::testing::AssertionResult dicts_identical(const model::TensorDict& a, const model::TensorDict& b,
                                          const std::string& label);
+
+// binary_dir()/tmp/<suite>_np<world size>/<name>, created empty by rank 0; every rank returns it
+// after a barrier.
+std::string shared_test_dir(dist::Communicator& comm, const std::string& suite, const std::string& name);
+// write_tiny_dataset(dir/bars.h5) on rank 0; every rank returns the path after a barrier.
+std::string shared_tiny_dataset(dist::Communicator& comm, const std::string& dir);
+// TrainHooks whose print discards every line.
+TrainHooks quiet_hooks();
+// main() of an in-process MPI loop test: gtest on every rank with `comm` made from the MPI world
+// (reset before MPI ends); returns the worst exit status over the ranks.
+int run_tests_on_every_rank(int argc, char** argv, std::unique_ptr<dist::Communicator>& comm);
 
 }  // namespace ddpm::trainer::testing

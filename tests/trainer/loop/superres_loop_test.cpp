@@ -29,29 +29,10 @@ namespace {
 std::unique_ptr<dist::Communicator> g_comm;
 dist::Communicator& comm() { return *g_comm; }
 
-std::string shared_dir(const std::string& name) {
-  const std::string dir = ddpm::testing::binary_dir() + "/tmp/train_superres_np" +
-                          std::to_string(comm().world_size()) + "/" + name;
-  if (comm().rank() == 0) {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-  }
-  comm().barrier();
-  return dir;
-}
+std::string shared_dir(const std::string& name) { return shared_test_dir(comm(), "train_superres", name); }
 
-std::string dataset(const std::string& dir) {
-  const std::string path = dir + "/bars.h5";
-  if (comm().rank() == 0) write_tiny_dataset(path);
-  comm().barrier();
-  return path;
-}
+std::string dataset(const std::string& dir) { return shared_tiny_dataset(comm(), dir); }
 
-TrainHooks quiet() {
-  TrainHooks h;
-  h.print = [](const std::string&) {};
-  return h;
-}
 
 // 8x8 bars super-resolved from 4x4, T = 4, levels 0..3 in training, level 2 in grids.
 TrainConfig superres_config(const std::string& data, const std::string& run_dir, int64_t steps) {
@@ -73,17 +54,17 @@ TEST(SuperResLoop, BitExactResumeAfterSigterm) {
     c.sample_every = 5;  // grids in between must not shift the random streams
     return c;
   };
-  const TrainOutcome straight = train(config("straight"), comm(), at::kCPU, quiet());
+  const TrainOutcome straight = train(config("straight"), comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(straight.exit_code, 0);
   ASSERT_EQ(straight.step, 12);
-  TrainHooks stop = quiet();
+  TrainHooks stop = quiet_hooks();
   stop.after_step = [&](int64_t step) {
     if (step == 6 && comm().rank() == comm().world_size() - 1) std::raise(SIGTERM);
   };
   const TrainOutcome first = train(config("stopped"), comm(), at::kCPU, stop);
   EXPECT_EQ(first.exit_code, kRequeueExitCode);
   ASSERT_EQ(first.step, 6);
-  const TrainOutcome second = train(config("stopped"), comm(), at::kCPU, quiet());
+  const TrainOutcome second = train(config("stopped"), comm(), at::kCPU, quiet_hooks());
   EXPECT_EQ(second.resumed_from, 6);
   ASSERT_EQ(second.step, 12);
 
@@ -113,7 +94,7 @@ TEST(SuperResLoop, GridIsLowResSampleOriginal) {
   TrainConfig c = superres_config(data, dir + "/run", 3);
   c.sample_every = 3;
   c.sample_count = 5;
-  const TrainOutcome out = train(c, comm(), at::kCPU, quiet());
+  const TrainOutcome out = train(c, comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(out.step, 3);
   LoadedSuperRes sr = load_superres_model(dir + "/run", "", at::kCPU);
   ASSERT_EQ(*sr.ema_rate, 0.9);
@@ -152,7 +133,7 @@ TEST(SuperResLoop, InitFromSuperResModelWeights) {
   TrainConfig c = superres_config(data, dir + "/run", 1);
   c.init_from = dir + "/superres_model.pt";
   c.lr = 1e-10;
-  const TrainOutcome out = train(c, comm(), at::kCPU, quiet());
+  const TrainOutcome out = train(c, comm(), at::kCPU, quiet_hooks());
   const TrainState s = load_checkpoint(out.checkpoint);
   ASSERT_EQ(s.model.size(), weights.size() + 4);
   double worst = 0, aug_last = 0;
@@ -216,7 +197,7 @@ TEST(SuperResLoop, BadValuesNameTheFlag) {
   // The data: 8x8 images do not split into 3x3 blocks; nothing is written.
   c = good, c.low_res = 3;
   try {
-    train(c, comm(), at::kCPU, quiet());
+    train(c, comm(), at::kCPU, quiet_hooks());
     FAIL() << "--low-res 3 on 8x8 images was accepted";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("--low-res 3: the images are 8x8; give a size below theirs that divides "
@@ -229,12 +210,5 @@ TEST(SuperResLoop, BadValuesNameTheFlag) {
 }  // namespace ddpm::trainer::testing
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  ddpm::dist::MpiRuntime mpi(&argc, &argv);
-  ddpm::trainer::testing::g_comm = ddpm::dist::make_communicator(mpi.context());
-  int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ddpm::trainer::testing::g_comm.reset();
-  return worst;
+  return ddpm::trainer::testing::run_tests_on_every_rank(argc, argv, ddpm::trainer::testing::g_comm);
 }

@@ -22,33 +22,12 @@ namespace ddpm::trainer::testing {
 namespace {
 
 std::unique_ptr<dist::Communicator> g_comm;
-const dist::Context* g_ctx = nullptr;
 dist::Communicator& comm() { return *g_comm; }
 
-// A folder every rank agrees on (rank 0 creates it fresh).
-std::string shared_dir(const std::string& name) {
-  const std::string dir = ddpm::testing::binary_dir() + "/tmp/train_loop_np" + std::to_string(comm().world_size()) +
-                          "/" + name;
-  if (comm().rank() == 0) {
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-  }
-  comm().barrier();
-  return dir;
-}
+std::string shared_dir(const std::string& name) { return shared_test_dir(comm(), "train_loop", name); }
 
-std::string dataset(const std::string& dir) {
-  const std::string path = dir + "/bars.h5";
-  if (comm().rank() == 0) write_tiny_dataset(path);
-  comm().barrier();
-  return path;
-}
+std::string dataset(const std::string& dir) { return shared_tiny_dataset(comm(), dir); }
 
-TrainHooks quiet() {
-  TrainHooks h;
-  h.print = [](const std::string&) {};
-  return h;
-}
 
 std::vector<double> logged_losses(const std::string& run_dir) {
   std::ifstream in(run_dir + "/log.jsonl");
@@ -72,11 +51,11 @@ TEST(TrainLoop, BitExactResumeAfterSigterm) {
     c.sample_every = 5;  // grids in between must not shift the random streams
     return c;
   };
-  const TrainOutcome straight = train(config("straight"), comm(), at::kCPU, quiet());
+  const TrainOutcome straight = train(config("straight"), comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(straight.exit_code, 0);
   ASSERT_EQ(straight.step, 12);
 
-  TrainHooks stop = quiet();
+  TrainHooks stop = quiet_hooks();
   stop.after_step = [&](int64_t step) {
     if (step == 6 && comm().rank() == comm().world_size() - 1) std::raise(SIGTERM);  // one rank is enough
   };
@@ -84,7 +63,7 @@ TEST(TrainLoop, BitExactResumeAfterSigterm) {
   EXPECT_EQ(first.exit_code, kRequeueExitCode);
   ASSERT_EQ(first.step, 6);
   ASSERT_TRUE(std::filesystem::exists(dir + "/stopped/checkpoints/000006/model.pt"));
-  const TrainOutcome second = train(config("stopped"), comm(), at::kCPU, quiet());
+  const TrainOutcome second = train(config("stopped"), comm(), at::kCPU, quiet_hooks());
   EXPECT_EQ(second.exit_code, 0);
   EXPECT_EQ(second.resumed_from, 6);
   ASSERT_EQ(second.step, 12);
@@ -117,7 +96,7 @@ TEST(TrainLoop, CheckpointRoundTrip) {
   const std::string data = dataset(dir);
   TrainConfig c = tiny_config(data, dir + "/run", 3);
   c.save_every = 2;
-  const TrainOutcome first = train(c, comm(), at::kCPU, quiet());
+  const TrainOutcome first = train(c, comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(first.step, 3);
   const TrainState s = load_checkpoint(dir + "/run/checkpoints/000003");
   EXPECT_EQ(s.step, 3);
@@ -126,7 +105,7 @@ TEST(TrainLoop, CheckpointRoundTrip) {
   EXPECT_EQ(s.config.at("lr").get<double>(), 1e-3);
   EXPECT_TRUE(std::filesystem::exists(dir + "/run/checkpoints/000002/MANIFEST.json"));
   c.max_steps = 5;  // safe to change on resume
-  const TrainOutcome second = train(c, comm(), at::kCPU, quiet());
+  const TrainOutcome second = train(c, comm(), at::kCPU, quiet_hooks());
   EXPECT_EQ(second.resumed_from, 3);
   EXPECT_EQ(second.step, 5);
   const TrainState t = load_checkpoint(second.checkpoint);
@@ -137,7 +116,7 @@ TEST(TrainLoop, CheckpointRoundTrip) {
   const auto log_size = std::filesystem::file_size(dir + "/run/log.jsonl");
   const auto model_time = std::filesystem::last_write_time(second.checkpoint + "/model.pt");
   std::vector<std::string> lines;
-  TrainHooks record = quiet();
+  TrainHooks record = quiet_hooks();
   record.print = [&](const std::string& line) { lines.push_back(line); };
   const TrainOutcome third = train(c, comm(), at::kCPU, record);
   EXPECT_EQ(third.step, 5);
@@ -158,12 +137,12 @@ TEST(TrainLoop, ConfigThatDiffersOnResumeIsAnErrorListingTheKeys) {
   const std::string dir = shared_dir("differs");
   const std::string data = dataset(dir);
   TrainConfig c = tiny_config(data, dir + "/run", 1);
-  train(c, comm(), at::kCPU, quiet());
+  train(c, comm(), at::kCPU, quiet_hooks());
   c.max_steps = 2;
   c.lr = 5e-4;
   c.diffusion_steps = 8;
   try {
-    train(c, comm(), at::kCPU, quiet());
+    train(c, comm(), at::kCPU, quiet_hooks());
     FAIL() << "resuming with a different lr and diffusion_steps did not throw";
   } catch (const std::invalid_argument& e) {
     const std::string msg = e.what();
@@ -181,12 +160,12 @@ TEST(TrainLoop, InitFromWeights) {
   const std::string data = dataset(dir);
   TrainConfig source = tiny_config(data, dir + "/source", 3);
   source.seed = 11;
-  const TrainOutcome src = train(source, comm(), at::kCPU, quiet());
+  const TrainOutcome src = train(source, comm(), at::kCPU, quiet_hooks());
   const model::TensorDict weights = model::load_tensor_dict(src.checkpoint + "/model.pt");
   TrainConfig c = tiny_config(data, dir + "/run", 1);
   c.init_from = src.checkpoint + "/model.pt";
   c.lr = 1e-10;
-  const TrainOutcome out = train(c, comm(), at::kCPU, quiet());
+  const TrainOutcome out = train(c, comm(), at::kCPU, quiet_hooks());
   const TrainState s = load_checkpoint(out.checkpoint);
   ASSERT_EQ(s.model.size(), weights.size());
   double worst = 0;
@@ -206,7 +185,7 @@ TEST(TrainLoop, NonfiniteStepsStopTheRun) {
   c.lr = 1e30;
   c.max_nonfinite_steps = 2;
   try {
-    train(c, comm(), at::kCPU, quiet());
+    train(c, comm(), at::kCPU, quiet_hooks());
     FAIL() << "training with lr 1e30 did not stop";
   } catch (const std::runtime_error& e) {
     std::printf("[message] %s\n", e.what());
@@ -225,7 +204,7 @@ TEST(TrainLoop, LossFalls) {
   c.sample_every = 40;
   c.sample_respacing = "ddim5";
   c.sample_count = 16;
-  const TrainOutcome out = train(c, comm(), at::kCPU, quiet());
+  const TrainOutcome out = train(c, comm(), at::kCPU, quiet_hooks());
   ASSERT_EQ(out.step, 40);
   const std::vector<double> loss = logged_losses(dir + "/run");
   ASSERT_EQ(loss.size(), 40u);
@@ -243,13 +222,5 @@ TEST(TrainLoop, LossFalls) {
 }  // namespace ddpm::trainer::testing
 
 int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  ddpm::dist::MpiRuntime mpi(&argc, &argv);
-  ddpm::trainer::testing::g_ctx = &mpi.context();
-  ddpm::trainer::testing::g_comm = ddpm::dist::make_communicator(mpi.context());
-  int rc = RUN_ALL_TESTS();
-  int worst = rc;
-  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  ddpm::trainer::testing::g_comm.reset();
-  return worst;
+  return ddpm::trainer::testing::run_tests_on_every_rank(argc, argv, ddpm::trainer::testing::g_comm);
 }
