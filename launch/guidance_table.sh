@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Classifier guidance, measured: for each scale s, ddpm_sample --classifier draws the same seeded
 # samples (same labels, same x_T) from a diffusion model guided by a noise classifier, then
-# ddpm_eval --samples gives the domain network's accuracy on the requested labels and the domain
+# ddpm_eval --fid-npz gives the domain network's accuracy on the requested labels and the domain
 # FID against the training set. Prints a markdown table (scale | accuracy | FID | seconds).
 #
 #   launch/guidance_table.sh MODEL CLASSIFIER OUT_DIR [SCALE ...]      (default scales 0 1 3 10)
@@ -39,7 +39,7 @@ for s in "${scales[@]}"; do
     --num-samples "$samples" --batch-size "$batch" --respacing "$respacing" --seed "$seed" \
     --out "$out/s$s.npz" --grid "$out/s$s.png" | grep -v '^batch ' || exit 1
   sampled=$(date +%s)
-  "$bin/ddpm_eval" --samples "$out/s$s.npz" --data "$data" --fid-extractor "$extractor" "${stats[@]}" \
+  "$bin/ddpm_eval" --fid-npz "$out/s$s.npz" --data "$data" --fid-extractor "$extractor" "${stats[@]}" \
     --out-json "$out/s$s.json" | grep -E '^(fid|accuracy) ' || exit 1
   read -r acc fid < <(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(j['accuracy'], j['fid'])" \
     "$out/s$s.json")

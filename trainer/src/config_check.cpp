@@ -181,6 +181,9 @@ void check_superres(const TrainConfig& c) {
   if (c.bpd_every > 0) {
     bad("bpd_every", "--task superres has no bits/dim evaluation (its likelihood is conditional on the low-res "
                      "image); give --bpd-every 0");
+  }
+}
+
 // --task autoencoder's options, and --latent (diffusion only); neither has bits/dim.
 void check_latent(const TrainConfig& c) {
   at_least("ae_channels", c.ae_channels, 32);
