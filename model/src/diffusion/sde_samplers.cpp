@@ -127,11 +127,16 @@ at::Tensor sde_sample_loop(const GaussianDiffusion& d, SdeSampler sampler, const
     TORCH_CHECK(z.sizes() == like.sizes(), "sde_sample_loop: noise ", z.sizes(), " vs x ", like.sizes());
     return z.to(like.options());
   };
+  // The network's eps at step i; with clip_denoised, the eps of its x_0 clipped to [-1, 1]
+  // (eps = (x - sqrt(abar) clip(x_0)) / sqrt(1 - abar)), as DDIM's steps use it.
+  const auto eps_at = [&](const at::Tensor& x, int64_t i) {
+    const EpsX0 p = predict_eps_x0(d, model, x, i);
+    if (!opts.clip_denoised) return p.eps;
+    return (x - std::sqrt(ab[i]) * p.x0.clamp(-1.0, 1.0)) / std::sqrt(1.0 - ab[i]);
+  };
   // The probability-flow drift in rho: dx/drho = -1/2 (x + score) with rho decreasing, so a step
   // adds +1/2 Delta (x - eps / sqrt(1 - abar)).
-  const auto flow = [&](const at::Tensor& x, int64_t i) {
-    return 0.5 * (x - predict_eps_x0(d, model, x, i).eps / std::sqrt(1.0 - ab[i]));
-  };
+  const auto flow = [&](const at::Tensor& x, int64_t i) { return 0.5 * (x - eps_at(x, i) / std::sqrt(1.0 - ab[i])); };
   at::Tensor x = x_T;  // (N, C, H, W) at step i_0 = T-1
   at::Tensor x0_prev;  // DPM-Solver++: the previous step's data prediction
   for (int64_t k = 0; k + 1 < N; ++k) {
@@ -139,7 +144,7 @@ at::Tensor sde_sample_loop(const GaussianDiffusion& d, SdeSampler sampler, const
     const double delta = std::log(ab[j] / ab[i]);  // rho(s_i) - rho(s_j) > 0
     switch (sampler) {
       case SdeSampler::kEulerMaruyama: {
-        const at::Tensor eps = predict_eps_x0(d, model, x, i).eps;
+        const at::Tensor eps = eps_at(x, i);
         // Reverse SDE: x + Delta (x/2 + score) + sqrt(Delta) z, score = -eps / sqrt(1 - abar_i).
         x = x + delta * (0.5 * x - eps / std::sqrt(1.0 - ab[i])) + std::sqrt(delta) * noise(x);
         break;

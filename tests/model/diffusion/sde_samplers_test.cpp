@@ -274,5 +274,38 @@ TEST(SdeSamplers, MeanTypesAndRescaledTimestepsAgree) {
   }
 }
 
+// clip_denoised clips the network's x_0 at every call: each sampler with it equals the sampler
+// without it on a network whose x_0 is clipped (eps recomputed from the clipped x_0), and differs
+// from the sampler without it on the plain network. The network is an imperfect one, 0.95 times
+// the exact eps: at high noise its x_0 = (x - 0.95 sqrt(1 - abar) eps) / sqrt(abar) leaves [-1, 1]
+// far, as an undertrained network's does.
+TEST(SdeSamplers, ClipDenoisedClipsEveryNetworkCall) {
+  const GaussianDiffusion d = make("cosine");
+  const at::Tensor abar = d.arrays().alphas_cumprod;
+  const ModelFn exact_eps = exact_model(d);
+  const ModelFn exact = [&](const at::Tensor& x, const at::Tensor& t) { return 0.95 * exact_eps(x, t); };
+  const ModelFn clipped = [&](const at::Tensor& x, const at::Tensor& t) {
+    const at::Tensor ab = abar.index_select(0, t).to(x.dtype()).view({-1, 1, 1, 1});
+    const at::Tensor x0 = ((x - at::sqrt(1.0 - ab) * exact(x, t)) / at::sqrt(ab)).clamp(-1.0, 1.0);
+    return (x - at::sqrt(ab) * x0) / at::sqrt(1.0 - ab);
+  };
+  const at::Tensor x_T = quantiles(500);
+  for (SdeSampler s : {SdeSampler::kEulerMaruyama, SdeSampler::kPfOdeEuler, SdeSampler::kPfOdeHeun,
+                       SdeSampler::kDpmSolverPP2M}) {
+    const auto sample = [&](const ModelFn& model, bool clip) {
+      SdeSampleOptions o;
+      o.steps = 10, o.clip_denoised = clip, o.generator = at::make_generator<at::CPUGeneratorImpl>(5);
+      return sde_sample_loop(d, s, model, x_T, o);
+    };
+    const at::Tensor with = sample(exact, true);
+    const double same = (with - sample(clipped, false).clamp(-1.0, 1.0)).abs().max().item<double>();
+    const double unclipped = (with - sample(exact, false).clamp(-1.0, 1.0)).abs().max().item<double>();
+    std::cout << "[maxdiff] " << to_string(s) << " clip_denoised vs a clipped-x_0 network: " << same
+              << " (vs no clipping: " << unclipped << ")" << std::endl;
+    EXPECT_LT(same, 1e-12) << to_string(s);
+    EXPECT_GT(unclipped, 1e-3) << to_string(s) << ": clipping must change the samples";
+  }
+}
+
 }  // namespace
 }  // namespace ddpm::diffusion
