@@ -1,7 +1,7 @@
 // ddpm::data reader: schema validation errors, the epoch permutation and flips against
 // tests/reference/data_reference.py, shard disjointness and coverage for world sizes 1..8, the
 // same global batches for every world size, cursor save/restore (also onto another world size),
-// and identical batches from the in-memory and streaming sources.
+// identical batches from the in-memory and streaming sources, and the read-ahead BatchPrefetcher.
 #include <ATen/ATen.h>
 #include <H5Cpp.h>
 
@@ -11,6 +11,7 @@
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/h5_tensor.h"
+#include "ddpm/data/prefetch.h"
 #include "ddpm/data/reader.h"
 #include "testing/testing.h"
 
@@ -247,6 +248,37 @@ TEST(DataReader, InMemoryAndStreamingGiveIdenticalBatches) {
       ASSERT_TRUE(a.labels.equal(b.labels));
       ASSERT_TRUE(a.images.equal(b.images)) << "step " << s;
       ASSERT_EQ(mem.cursor(), str.cursor());
+    }
+  }
+}
+
+// The read-ahead changes nothing: the same batches in the same order, and a cursor that names
+// the next unseen batch (a reader restored from it continues exactly), also across epoch ends
+// and after a restore in the middle; the read-ahead never runs past what set_cursor discards.
+TEST(DataReader, PrefetcherGivesTheReadersBatchesAndCursor) {
+  const std::string path = ddpm::testing::temp_dir("data_prefetch") + "/d.h5";
+  make_dataset(path, 200, 4, 4, 1);
+  for (ReaderMode mode : {ReaderMode::kInMemory, ReaderMode::kStreaming}) {
+    ReaderOptions o;
+    o.rank = 1, o.world_size = 2, o.global_batch = 48, o.seed = 5, o.random_flip = true, o.mode = mode;
+    ShardedReader plain(path, o), ahead(path, o);
+    BatchPrefetcher pre(ahead, /*pin_for=*/std::nullopt);
+    for (int s = 0; s < 12; ++s) {  // 4 batches an epoch: three epoch ends
+      if (s == 7) {
+        plain.set_cursor(Cursor{1, 48});
+        pre.set_cursor(Cursor{1, 48});
+      }
+      const Batch a = plain.next(), b = pre.next();
+      ASSERT_EQ(a.cursor, b.cursor) << "step " << s;
+      ASSERT_TRUE(a.indices.equal(b.indices)) << "step " << s;
+      ASSERT_TRUE(a.images.equal(b.images)) << "step " << s;
+      ASSERT_EQ(plain.cursor(), pre.cursor()) << "step " << s;
+      ShardedReader resumed(path, o);  // what a checkpoint taken now resumes to
+      resumed.set_cursor(pre.cursor());
+      const Batch c = resumed.next(), d = plain.next();
+      ASSERT_TRUE(c.indices.equal(d.indices)) << "step " << s;
+      plain.set_cursor(a.cursor);  // back: plain re-reads d at the next step
+      plain.next();
     }
   }
 }

@@ -95,7 +95,7 @@ bool Trainer::run_step() {
                  std::find(test_nonfinite_attempts_.begin(), test_nonfinite_attempts_.end(), attempts_) !=
                      test_nonfinite_attempts_.end();  // test-only (DDPM_TEST_NONFINITE_STEPS)
   timer_.start();
-  const data::Batch batch = reader_->next();
+  const data::Batch batch = batches_->next();  // the next one is read meanwhile
   timer_.lap(StepPhase::kData);
   const at::Tensor rows = forward_backward(batch);
   timer_.lap(StepPhase::kForwardBackward);
@@ -115,8 +115,9 @@ bool Trainer::run_step() {
 // loss, mse, vb on the device (MicrobatchLoss), read on the host only once per step, in record().
 at::Tensor Trainer::forward_backward(const data::Batch& batch) {
   optimizer_->zero_grad();
-  const at::Tensor x = batch.images.to(device_);  // (B, C, H, W) in [-1, 1]
-  const at::Tensor y = config_.num_classes > 0 ? batch.labels.to(device_) : at::Tensor();
+  // Pinned on a GPU run (BatchPrefetcher): the copies overlap with the work queued before them.
+  const at::Tensor x = batch.images.to(device_, /*non_blocking=*/true);  // (B, C, H, W) in [-1, 1]
+  const at::Tensor y = config_.num_classes > 0 ? batch.labels.to(device_, /*non_blocking=*/true) : at::Tensor();
   const int64_t mb = plan_.microbatch, n = plan_.num_microbatches;
   std::vector<at::Tensor> rows;
   for (int64_t i = 0; i < n; ++i) {

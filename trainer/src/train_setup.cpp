@@ -67,6 +67,8 @@ void Trainer::build() {
   ro.global_batch = plan_.global_batch;
   ro.seed = static_cast<uint64_t>(config_.seed);
   reader_ = std::make_unique<data::ShardedReader>(config_.data, ro);
+  batches_ = std::make_unique<data::BatchPrefetcher>(
+      *reader_, device_.is_cuda() ? std::optional<c10::Device>(device_) : std::nullopt);
   optimizer_ = std::make_unique<OptimizerStep>(config_, params_, autocast_ == at::kHalf);
   reducer_ = std::make_unique<dist::GradientReducer>(comm_, params_);
   store_ = std::make_unique<CheckpointStore>(config_.run_dir, RetentionPolicy{config_.keep_last, config_.keep_every});

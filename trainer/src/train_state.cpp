@@ -78,7 +78,7 @@ void Trainer::restore(const TrainState& s, const std::string& path) {
   optimizer_->restore(s, path);
   task_->load_state(s.sampler);
   if (s.data_cursor.size() < 2) throw CheckpointError(path + ": state.pt has no data cursor (epoch, position)");
-  reader_->set_cursor(data::Cursor{s.data_cursor[0], s.data_cursor[1]});
+  batches_->set_cursor(data::Cursor{s.data_cursor[0], s.data_cursor[1]});
   step_ = s.step;
   images_seen_ = s.images_seen;
   resumed_from_ = s.step;
@@ -128,7 +128,7 @@ void Trainer::save_checkpoint() {
     for (size_t i = 0; i < ema_->rates().size(); ++i) s.emas.emplace_back(ema_->rates()[i], ema_->state(i));
     optimizer_->save(s);
     s.sampler = task_->state();
-    const data::Cursor c = reader_->cursor();
+    const data::Cursor c = batches_->cursor();
     s.data_cursor = {c.epoch, c.position};
     s.rng = std::move(rng);
     s.config = to_json(config_);

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "ddpm/data/prefetch.h"
 #include "ddpm/data/reader.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/gradient_reducer.h"
@@ -83,6 +84,7 @@ class Trainer {
   model::TensorDict params_;  // trainable, registration order
   std::vector<at::Tensor> param_tensors_;  // the same tensors, for the EMA update
   std::unique_ptr<data::ShardedReader> reader_;
+  std::unique_ptr<data::BatchPrefetcher> batches_;  // reader_ read one batch ahead: use only this
   std::unique_ptr<OptimizerStep> optimizer_;
   std::unique_ptr<dist::GradientReducer> reducer_;
   std::unique_ptr<EmaSet> ema_;
