@@ -6,12 +6,16 @@ TorchScript extractor and bits/dim every few steps, metrics on a free port, push
 and prometheus scraping rank 0 every second with monitoring/prometheus/prometheus.yml (README's). Checks:
   1. `promtool check metrics` accepts the endpoint's output;
   2. every PromQL expression of monitoring/grafana/ddpm.json returns data from this run through
-     /api/v1/query (GPU memory on this CPU run: the dashboard's fallback series, checked and named);
+     /api/v1/query (GPU memory on this CPU run: the dashboard's fallback series, checked and named),
+     except the task-term panel's (ddpm_task_term), which has none for a diffusion run;
   3. SIGUSR1 to mpirun (forwarded to the ranks) stops the run with exit 75 and the final push
      carries ddpm_exit_status 75;
   4. the requeued run (same command, 1 rank, two more steps) exits 0, pushes ddpm_exit_status 0, its
      final FID and a ddpm_bpd equal to what ddpm_eval computes for its final checkpoint;
-  5. a run that fails at start (model/data channel mismatch) exits 1 and still pushes status 1.
+  5. a run that fails at start (model/data channel mismatch) exits 1 and still pushes status 1;
+  6. a 1-rank `--task classifier` run (labelled copy of the data), scraped by the same prometheus:
+     the task-term panel's expressions return its accuracy over all t and for q0..q3, each value
+     one that its log.jsonl holds for that interval; SIGTERM stops it with exit 75.
 Every wait is bounded; every server and run is stopped on any exit.
 """
 import argparse
@@ -111,15 +115,19 @@ def run_quiet(args, timeout, **kw):
 # --- inputs: a tiny dataset (through ddpm_prepare) and a TorchScript feature extractor ---------
 
 def write_dataset(work, prepare):
-    """64 grey 8x8 images: class k (i mod 4) is a bright bar in rows 2k, 2k+1 over noise."""
+    """64 grey 8x8 images: class k (i mod 4) is a bright bar in rows 2k, 2k+1 over noise. Returns
+    the unlabelled file and a copy with the labels k (for the classifier run)."""
     rng = np.random.default_rng(7)
     images = (rng.random((64, 8, 8, 1)) * 60).astype(np.uint8)  # (N, H, W, C)
     for i in range(64):
         images[i, 2 * (i % 4):2 * (i % 4) + 2] = 230
     np.save(os.path.join(work, "bars.npy"), images)
-    out = os.path.join(work, "bars.h5")
+    np.save(os.path.join(work, "bars_labels.npy"), np.arange(64, dtype=np.int64) % 4)
+    out, labelled = os.path.join(work, "bars.h5"), os.path.join(work, "bars_labelled.h5")
     run_quiet([prepare, os.path.join(work, "bars.npy"), "-o", out, "-q"], 120)
-    return out
+    run_quiet([prepare, os.path.join(work, "bars.npy"), "--labels", os.path.join(work, "bars_labels.npy"),
+               "-o", labelled, "-q"], 120)
+    return out, labelled
 
 
 def write_extractor(work):
@@ -151,13 +159,23 @@ def train_args(a, data, run_dir, extractor, work, max_steps, gw_port, metrics_ad
             "--metrics-addr", metrics_addr, "--pushgateway", "127.0.0.1:%d" % gw_port]
 
 
+def classifier_args(a, data, run_dir, metrics_addr):
+    """A 1-rank noise classifier (the tiny U-Net's encoder half, attention pooling over 4x4)."""
+    return [a.train, "--task", "classifier", "--data", data, "--run-dir", run_dir, "--model", "tiny",
+            "--model-overrides", '{"in_channels":1,"image_size":8,"num_head_channels":32}', "--num-classes", "4",
+            "--schedule", "cosine", "--diffusion-steps", "8", "--sample-respacing", "2", "--global-batch", "16",
+            "--max-steps", "1000000", "--lr", "1e-3", "--ema-rates", "0.99", "--seed", "6", "--log-every", "10",
+            "--save-every", "1000000", "--metrics-addr", metrics_addr]
+
+
 # --- Prometheus --------------------------------------------------------------------------------
 
-def prometheus_config(template, path, target):
-    """monitoring/prometheus/prometheus.yml (README's), with the run's target and 1s intervals."""
+def prometheus_config(template, path, targets):
+    """monitoring/prometheus/prometheus.yml (README's), with the runs' targets and 1s intervals."""
     text = open(template).read()
+    listed = ", ".join("'%s'" % t for t in targets)
     for old, new in (("scrape_interval: 15s", "scrape_interval: 1s"), ("evaluation_interval: 15s", "evaluation_interval: 1s"),
-                     ("- targets: ['localhost:9464']", "- targets: ['%s']" % target)):
+                     ("- targets: ['localhost:9464']", "- targets: [%s]" % listed)):
         assert old in text, "%s no longer has %r: update the test" % (template, old)
         text = text.replace(old, new)
     with open(path, "w") as f:
@@ -169,24 +187,54 @@ def dashboard_exprs(path):
     return [(p["title"], t["expr"]) for p in dash["panels"] for t in p.get("targets", [])]
 
 
-def query(prom, expr):
-    e = expr.replace("$run_id", RUN_ID).replace("$__rate_interval", "30s")
+def is_task_term(expr):
+    """The task-term panel's expressions: a task's own terms, none in a diffusion run."""
+    return "ddpm_task_term" in expr
+
+
+def query(prom, expr, run_id=RUN_ID):
+    e = expr.replace("$run_id", run_id).replace("$__rate_interval", "30s")
     assert "$" not in e, "unsubstituted variable in " + e
     r = json.loads(get(prom + "/api/v1/query?" + urllib.parse.urlencode({"query": e})))
     assert r["status"] == "success", r
     return r["data"]["result"]
 
 
-def check_dashboard(prom, exprs, deadline):
+def check_dashboard(prom, exprs, deadline, run_id=RUN_ID):
     pending = list(exprs)
     while pending and time.time() < deadline:
-        pending = [(t, e) for t, e in pending if not query(prom, e)]
+        pending = [(t, e) for t, e in pending if not query(prom, e, run_id)]
         if pending:
             time.sleep(1)
     for t, e in exprs:
-        res = query(prom, e)
+        res = query(prom, e, run_id)
         print("query %-30s %2d series  %s" % (t[:30], len(res), e[:110]))
-    assert not pending, "dashboard queries without data from the training run: %s" % pending
+    assert not pending, "dashboard queries without data from the training run %s: %s" % (run_id, pending)
+
+
+def task_term_values(prom, exprs, run_id):
+    """The task-term panel's series of the classifier run: {quartile ("" = all t): value}."""
+    got = {}
+    for _, e in exprs:
+        for s in query(prom, e, run_id):
+            m = s["metric"]
+            assert m["run_id"] == run_id and m["term"] == "accuracy", m
+            got[m.get("quartile", "")] = float(s["value"][1])
+    assert sorted(got) == ["", "q0", "q1", "q2", "q3"], "task-term series by quartile: %s" % sorted(got)
+    return got
+
+
+def check_task_terms(got, run_dir):
+    """Each value the panel showed is a logged interval's mean (log.jsonl's accuracy / accuracy_qK,
+    read after the run stopped)."""
+    recs = [r for r in map(json.loads, open(os.path.join(run_dir, "log.jsonl"))) if r.get("event") == "train"]
+    for q, v in sorted(got.items()):
+        key = "accuracy" + ("_" + q if q else "")
+        logged = [r[key] for r in recs if key in r]
+        diff = min(abs(v - x) for x in logged)
+        print("[maxdiff] ddpm_task_term{term=\"accuracy\", quartile=\"%s\"} %.6f: nearest of %d logged %s %.3g "
+              "(tol 1e-12)" % (q, v, len(logged), key, diff))
+        assert 0 <= v <= 1 and diff <= 1e-12, "%s = %s is no logged interval's value" % (key, v)
 
 
 def one(prom, expr):
@@ -246,11 +294,11 @@ def run(a):
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     t_start = time.time()
-    gw_port, prom_port = free_port(), free_port()
+    gw_port, prom_port, clf_port = free_port(), free_port(), free_port()
     # Debian's default --persistence.file is /var/lib/prometheus/pushgateway.data: keep ours in work/.
     Proc("pushgateway", ["prometheus-pushgateway", "--web.listen-address=127.0.0.1:%d" % gw_port,
                          "--persistence.file=" + os.path.join(work, "pushgateway.data")], work)
-    data = write_dataset(work, a.prepare)
+    data, labelled = write_dataset(work, a.prepare)
     extractor = write_extractor(work)
     wait_for("pushgateway", lambda: get("http://127.0.0.1:%d/-/ready" % gw_port) is not None, 20)
 
@@ -264,7 +312,8 @@ def run(a):
     target = url[len("http://"):].split("/")[0]
     print("training run serves %s (%.1f s after start)" % (url, time.time() - t_start))
     config = os.path.join(work, "prometheus.yml")
-    prometheus_config(a.prometheus_config, config, target)
+    # Also the classifier run of step 6 on a port chosen now (down until then).
+    prometheus_config(a.prometheus_config, config, [target, "127.0.0.1:%d" % clf_port])
     Proc("prometheus", ["prometheus", "--config.file=" + config, "--storage.tsdb.path=" + os.path.join(work, "tsdb"),
                         "--web.listen-address=127.0.0.1:%d" % prom_port], work)
     prom = "http://127.0.0.1:%d" % prom_port
@@ -277,10 +326,14 @@ def run(a):
 
     exprs = dashboard_exprs(a.dashboard)
     assert len(exprs) >= 10, "dashboard has only %d queries" % len(exprs)
-    check_dashboard(prom, exprs, time.time() + a.query_seconds)
+    task_exprs = [(t, e) for t, e in exprs if is_task_term(e)]
+    assert len(task_exprs) == 2, "dashboard has %d ddpm_task_term queries, expected 2" % len(task_exprs)
+    check_dashboard(prom, [(t, e) for t, e in exprs if not is_task_term(e)], time.time() + a.query_seconds)
+    assert not any(query(prom, e) for _, e in task_exprs), "a diffusion run exported ddpm_task_term"
     check_values(prom, extractor)
     assert train.p.poll() is None, "the training run ended before the checks (raise --max-steps)"
-    print("all %d dashboard queries have data (%.1f s after start)" % (len(exprs), time.time() - t_start))
+    print("all %d dashboard queries but the task terms' have data (%.1f s after start)" %
+          (len(exprs) - len(task_exprs), time.time() - t_start))
 
     # 2. Stop (SIGUSR1 through mpirun, as a scheduler's pre-emption warning): exit 75, pushed.
     os.kill(train.p.pid, signal.SIGUSR1)
@@ -332,7 +385,20 @@ def run(a):
     print("run that fails at start: exit %d, gateway ddpm_exit_status %s" % (rc, status))
     assert rc == 1 and "channels" in failed.text(), failed.text()[-2000:]
     assert status == 1, "the failed run's final push is not at the gateway"
-    print("integration: OK (%d dashboard queries with data, %.1f s)" % (len(exprs), time.time() - t_start))
+
+    # 6. The task-term panel on a classifier run scraped by the same prometheus.
+    clf_id = RUN_ID + "-clf"
+    clf_dir = os.path.join(work, clf_id)
+    clf = Proc("train_classifier", classifier_args(a, labelled, clf_dir, "127.0.0.1:%d" % clf_port), work)
+    check_dashboard(prom, task_exprs, time.time() + a.query_seconds, clf_id)
+    got = task_term_values(prom, task_exprs, clf_id)
+    assert clf.p.poll() is None, "the classifier run ended before the checks:\n" + clf.text()[-2000:]
+    os.killpg(clf.p.pid, signal.SIGTERM)
+    rc = clf.wait(timeout=60)
+    assert rc == 75, "stopped classifier run exited with %d, expected 75:\n%s" % (rc, clf.text()[-3000:])
+    check_task_terms(got, clf_dir)
+    print("integration: OK (%d dashboard queries with data: %d from the diffusion run, %d from the classifier "
+          "run, %.1f s)" % (len(exprs), len(exprs) - len(task_exprs), len(task_exprs), time.time() - t_start))
 
 
 def main():

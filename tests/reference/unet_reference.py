@@ -7,6 +7,8 @@ Golden mode (--out G.h5): for a few small configurations it builds the model wit
 weights (zero-initialised convolutions included, so they matter), saves them with torch.save next
 to G.h5 (G_<cfg>.pt), and writes the inputs, the float64 forward outputs, the state_dict keys and
 shapes, and the forward FLOP count measured by torch.utils.flop_counter into G.h5.
+For GRAD_CONFIGS it also writes the float64 gradients of a seeded weighting of the output with
+respect to the input and every parameter.
 The super-resolution U-Net (improved-diffusion's SuperResModel, with ddpm's conditioning-augmentation
 embedding as an option) is checked the same way (SR_CONFIGS).
 Count mode (--count): prints the parameter count of the published presets.
@@ -157,8 +159,11 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
         if num_classes is not None:
             self.label_emb = nn.Embedding(num_classes + 1, ted)  # last row: the null label
-        self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(in_channels, mc, 3, padding=1))])
-        chans, ch, ds = [mc], mc, 1
+        # Level 0's width for the input and output convs (guided-diffusion's input_ch; improved-
+        # diffusion's out conv took model_channels, wrong when channel_mult[0] != 1).
+        input_ch = channel_mult[0] * mc
+        self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(in_channels, input_ch, 3, padding=1))])
+        chans, ch, ds = [input_ch], input_ch, 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
                 layers = [res(ch, mult * mc)]
@@ -184,7 +189,7 @@ class UNet(nn.Module):
                     layers.append(res(ch, ch, up=True) if resblock_updown else Upsample(ch, conv_resample))
                     ds //= 2
                 self.output_blocks.append(EmbedSequential(*layers))
-        self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), zero(nn.Conv2d(mc, out_ch_total, 3, padding=1)))
+        self.out = nn.Sequential(GroupNorm32(32, ch), nn.SiLU(), zero(nn.Conv2d(input_ch, out_ch_total, 3, padding=1)))
 
     def embed(self, t, y=None):
         dtype = next(self.parameters()).dtype
@@ -252,7 +257,16 @@ CONFIGS = {
                  resblock_updown=True, learn_sigma=True, num_classes=5, dropout=0.1, image_size=16),
     "plain": dict(in_channels=1, model_channels=32, out_channels=1, channel_mult=(1, 2), num_res_blocks=1,
                   attention_resolutions=(8,), conv_resample=False, image_size=8),
+    # channel_mult[0] != 1: the input and output convs have channel_mult[0] * model_channels channels.
+    "mult2": dict(in_channels=3, model_channels=32, out_channels=3, channel_mult=(2, 2), num_res_blocks=1,
+                  attention_resolutions=(8,), num_heads=2, image_size=16),
+    "mult24": dict(in_channels=1, model_channels=32, out_channels=1, channel_mult=(2, 4), num_res_blocks=1,
+                   attention_resolutions=(8, 4), num_head_channels=32, use_scale_shift_norm=True,
+                   resblock_updown=True, learn_sigma=True, image_size=8),
 }
+# Configurations whose backward pass is checked too: the float64 gradients of sum(out * cotangent)
+# with respect to x (grad_x) and to every parameter (grad/<state_dict key>).
+GRAD_CONFIGS = ("mult2", "mult24")
 
 # Super-resolution configurations: the U-Net options of the high-resolution image plus the
 # low-resolution size and whether the augmentation level is an input.
@@ -262,6 +276,8 @@ SR_CONFIGS = {
     "superres_aug": dict(in_channels=3, model_channels=32, out_channels=3, channel_mult=(1, 2), num_res_blocks=1,
                          attention_resolutions=(8,), num_heads=2, use_scale_shift_norm=True, image_size=16,
                          low_res=4, aug_embed=True),
+    "superres_mult2": dict(in_channels=1, model_channels=32, out_channels=1, channel_mult=(2, 2), num_res_blocks=1,
+                           attention_resolutions=(8,), image_size=16, low_res=8, aug_embed=False),
 }
 
 
@@ -306,10 +322,24 @@ def golden(out):
             for j, v in enumerate(model.state_dict().values()):
                 shapes[j, :v.dim()] = list(v.shape)
             f[f"{name}/shapes"] = shapes
+            if name in GRAD_CONFIGS:
+                golden_gradients(f, name, model, x.double(), t, y, out64)
         golden_superres(f, base)
         te = timestep_embedding(torch.tensor([0.0, 1.0, 17.5, 999.0]), 33)
         f["timestep_embedding/t"] = np.array([0.0, 1.0, 17.5, 999.0])
         f["timestep_embedding/emb"] = te.numpy()
+
+
+def golden_gradients(f, name, model, x64, t, y, out64):
+    """float64 gradients of sum(out * cotangent) (cotangent N(0, 1), seeded) for x and every parameter."""
+    cot = torch.randn(out64.shape, generator=torch.Generator().manual_seed(300), dtype=torch.float64)
+    x64 = x64.clone().requires_grad_(True)
+    model.zero_grad(set_to_none=True)
+    (model(x64, t, y) * cot).sum().backward()
+    f[f"{name}/cotangent"] = cot.numpy()
+    f[f"{name}/grad_x"] = x64.grad.numpy()
+    for k, p in model.named_parameters():
+        f[f"{name}/grad/{k}"] = p.grad.numpy()
 
 
 def golden_superres(f, base):

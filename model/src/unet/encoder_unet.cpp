@@ -64,13 +64,8 @@ void EncoderUNetOptions::validate() const {
   if (pool != "attention" && pool != "adaptive") {
     throw std::invalid_argument("EncoderUNetOptions.pool = " + pool + ": expected attention or adaptive");
   }
-  const int64_t ch = unet.channel_mult.back() * unet.model_channels;  // width of the pooled map
-  const int64_t head_channels = unet.num_head_channels > 0 ? unet.num_head_channels : ch / unet.num_heads;
-  if (pool == "attention" && (head_channels <= 0 || ch % head_channels != 0)) {
-    throw std::invalid_argument("EncoderUNetOptions: attention pooling over " + std::to_string(ch) +
-                                " channels cannot use heads of " + std::to_string(head_channels) +
-                                " channels; set num_head_channels to a divisor of " + std::to_string(ch));
-  }
+  // Attention pooling splits the middle block's width into heads as the middle block's attention
+  // does (num_head_channels, or num_heads): unet.validate() has checked that they divide it.
 }
 
 EncoderUNetImpl::EncoderUNetImpl(EncoderUNetOptions options) : options_(std::move(options)) {

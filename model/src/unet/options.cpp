@@ -97,6 +97,34 @@ const std::vector<std::pair<std::string, Field>>& fields() {
   return table;
 }
 
+// Every attention block's width (the levels with attention and the middle block, the last level)
+// must split into the heads: num_head_channels divides it, or num_heads does.
+void validate_attention_heads(const UNetOptions& o) {
+  std::vector<int64_t> levels{static_cast<int64_t>(o.channel_mult.size()) - 1};  // the middle block
+  for (int64_t r : o.attention_resolutions) {
+    int64_t level = 0;
+    for (int64_t ds = o.image_size / r; ds > 1; ds /= 2) ++level;  // ds = 2^level (checked above)
+    levels.push_back(level);
+  }
+  for (int64_t level : levels) {
+    const int64_t width = o.channel_mult[static_cast<size_t>(level)] * o.model_channels;
+    const std::string w = std::to_string(width), l = std::to_string(level);
+    const bool middle = level + 1 == static_cast<int64_t>(o.channel_mult.size());
+    const std::string where = middle ? "the attention at level " + l + " and in the middle block (" + w + " channels)"
+                                     : "the attention at level " + l + " (" + w + " channels)";
+    if (o.num_head_channels > 0 && width % o.num_head_channels) {
+      bad("num_head_channels", std::to_string(o.num_head_channels),
+          "a divisor of " + std::to_string(width) + " for " + where +
+              "; set num_head_channels to a divisor of every attention width (e.g. 32), or to -1 to use num_heads");
+    }
+    if (o.num_head_channels <= 0 && width % o.num_heads) {
+      bad("num_heads", std::to_string(o.num_heads),
+          "a divisor of " + std::to_string(width) + " for " + where +
+              "; set num_heads to a divisor of every attention width, or num_head_channels (channels per head)");
+    }
+  }
+}
+
 }  // namespace
 
 void UNetOptions::validate() const {
@@ -127,6 +155,7 @@ void UNetOptions::validate() const {
   if (num_head_channels <= 0 && num_heads <= 0) {
     bad("num_heads", std::to_string(num_heads), "> 0 (or num_head_channels > 0)");
   }
+  validate_attention_heads(*this);
 }
 
 UNetOptions unet_preset(const std::string& name) {

@@ -67,11 +67,14 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
     input_blocks_->push_back(b);
     inputs_.push_back(b);
   };
+  // Width of level 0, of the input conv and of the output conv (guided-diffusion's input_ch;
+  // improved-diffusion used model_channels, which breaks the output conv when channel_mult[0] != 1).
+  const int64_t input_ch = o.channel_mult[0] * mc;
   TimestepEmbedSequential first;
-  first->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in_channels, mc, 3).padding(1)));
+  first->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in_channels, input_ch, 3).padding(1)));
   add_input(first);
-  std::vector<int64_t> skip_chans{mc};
-  int64_t ch = mc, ds = 1;
+  std::vector<int64_t> skip_chans{input_ch};
+  int64_t ch = input_ch, ds = 1;
   const int64_t levels = static_cast<int64_t>(o.channel_mult.size());
   for (int64_t level = 0; level < levels; ++level) {
     for (int64_t i = 0; i < o.num_res_blocks; ++i) {
@@ -123,13 +126,13 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
     }
   }
 
-  auto out_conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(mc, o.output_channels(), 3).padding(1));
+  auto out_conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(input_ch, o.output_channels(), 3).padding(1));
   {
     at::NoGradGuard no_grad;
     out_conv->weight.zero_();
     out_conv->bias.zero_();
   }
-  out_norm_ = GroupNorm32(ch);
+  out_norm_ = GroupNorm32(ch);  // ch == input_ch: the decoder ends at level 0
   out_conv_ = out_conv;
   out_ = register_module("out", torch::nn::Sequential(out_norm_, torch::nn::SiLU(), out_conv));
 }
@@ -195,7 +198,8 @@ double UNetImpl::forward_flops(int64_t h, int64_t w) const {
   for (const auto& b : inputs_) f += b->flops(h, w);
   f += middle_block_->flops(h, w);
   for (const auto& b : outputs_) f += b->flops(h, w);
-  return f + conv_flops(options_.model_channels, options_.output_channels(), 3, h, w);
+  const int64_t input_ch = options_.channel_mult[0] * options_.model_channels;
+  return f + conv_flops(input_ch, options_.output_channels(), 3, h, w);
 }
 
 }  // namespace ddpm::model

@@ -119,7 +119,8 @@ TEST(EncoderUNet, OptionErrorsNameTheField) {
     EncoderUNet net(o);
     FAIL() << "no error";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("num_head_channels"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("UNetOptions.num_head_channels = 24: expected a divisor of 64"),
+              std::string::npos) << e.what();
   }
   o = config("attention");
   EncoderUNet net(o);

@@ -28,6 +28,11 @@ SrConfig config(const std::string& name) {
   o.num_res_blocks = 1;
   o.attention_resolutions = {8};
   o.image_size = 16;
+  if (name == "superres_mult2") {  // channel_mult[0] != 1
+    o.in_channels = o.out_channels = 1;
+    o.channel_mult = {2, 2};
+    return {o, 8, false};
+  }
   if (name == "superres") {
     o.in_channels = o.out_channels = 1;
     o.learn_sigma = true;
@@ -82,7 +87,7 @@ TEST_P(SuperResGolden, UpsamplingIsBilinearWithoutAlignedCorners) {
   EXPECT_TRUE(tensors_near(up, r("upsampled"), 1e-14, 1e-14, GetParam() + " F.interpolate(bilinear)"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Configs, SuperResGolden, ::testing::Values("superres", "superres_aug"));
+INSTANTIATE_TEST_SUITE_P(Configs, SuperResGolden, ::testing::Values("superres", "superres_aug", "superres_mult2"));
 
 // A fresh network's aug_embed ends in a zero layer: the level has no effect until trained, and the
 // output equals that of the network without aug_embed carrying the same other weights.

@@ -1,4 +1,4 @@
-// Properties of the U-Net: output shapes per preset and option, published parameter counts,
+// Properties of the U-Net: option errors, output shapes per preset and option, published parameter counts,
 // state_dict names, weights round trip and load errors, gradient checkpointing, class
 // conditioning with the null label, determinism, bf16 autocast and channels_last on CPU.
 #include <ATen/ATen.h>
@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 #include <torch/serialize.h>
 
+#include <functional>
 #include <map>
 
 #include "ddpm/model/unet/state_dict.h"
@@ -85,12 +86,54 @@ TEST(UNetOptionsText, OverridesAndErrors) {
   EXPECT_THROW(o.validate(), std::invalid_argument);
 }
 
+// Invalid shapes fail when the options are validated (before any module is built), with a
+// message that names the option, the value and what would fit.
+TEST(UNetOptionsText, InvalidShapesNameTheOptionAndTheFix) {
+  auto message = [](const std::function<void(UNetOptions&)>& edit) {
+    UNetOptions o = tiny();  // model_channels 32, channel_mult 1,2, attention at 8 of 16, 2 heads
+    edit(o);
+    try {
+      UNet net(o);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no exception)");
+  };
+  auto has = [](const std::string& msg, const std::string& part) {
+    return msg.find(part) != std::string::npos ? ::testing::AssertionSuccess()
+                                               : ::testing::AssertionFailure() << "'" << part << "' not in: " << msg;
+  };
+  std::string m = message([](UNetOptions& o) { o.model_channels = 48; });
+  EXPECT_TRUE(has(m, "UNetOptions.model_channels = 48: expected a positive multiple of 32"));
+  m = message([](UNetOptions& o) { o.channel_mult.clear(); });
+  EXPECT_TRUE(has(m, "UNetOptions.channel_mult = (empty): expected one multiplier per level"));
+  m = message([](UNetOptions& o) { o.channel_mult = {1, 2, 2, 2}; o.image_size = 12; });
+  EXPECT_TRUE(has(m, "UNetOptions.image_size = 12: expected a multiple of 8 (2^(levels-1) for 4 levels)"));
+  m = message([](UNetOptions& o) { o.attention_resolutions = {3}; });
+  EXPECT_TRUE(has(m, "UNetOptions.attention_resolutions = 3: expected feature-map sizes image_size/2^k"));
+  // Heads that do not divide an attention block's width (level 1 and the middle block: 64).
+  m = message([](UNetOptions& o) { o.num_heads = 3; });
+  EXPECT_TRUE(has(m, "UNetOptions.num_heads = 3: expected a divisor of 64 for the attention at level 1 and in the "
+                     "middle block (64 channels); set num_heads to a divisor"));
+  m = message([](UNetOptions& o) { o.num_head_channels = 48; });
+  EXPECT_TRUE(has(m, "UNetOptions.num_head_channels = 48: expected a divisor of 64"));
+  EXPECT_TRUE(has(m, "set num_head_channels to a divisor of every attention width"));
+  // Attention at level 0 (16x16: 96 channels with channel_mult 3,4): heads of 64 channels fit the
+  // middle block's 128 but not level 0's 96.
+  m = message([](UNetOptions& o) { o.channel_mult = {3, 4}; o.attention_resolutions = {16}; o.num_head_channels = 64; });
+  EXPECT_TRUE(has(m, "UNetOptions.num_head_channels = 64: expected a divisor of 96 for the attention at level 0 (96 "
+                     "channels)"));
+  // The same widths with heads that fit build, channel_mult[0] != 1 included.
+  EXPECT_EQ(message([](UNetOptions& o) { o.channel_mult = {3, 4}; o.attention_resolutions = {16}; o.num_head_channels = 32; }),
+            "(no exception)");
+}
+
 // Each option on its own changes what it should, and the output has the right shape.
 TEST(UNetShapes, EveryOption) {
   std::vector<std::pair<std::string, std::string>> variants = {
       {"learn_sigma", "true"}, {"use_scale_shift_norm", "true"}, {"resblock_updown", "true"},
       {"conv_resample", "false"}, {"num_head_channels", "16"}, {"num_res_blocks", "2"},
-      {"channel_mult", "1,1,2"}, {"attention_resolutions", "16,8"}, {"in_channels", "1"},
+      {"channel_mult", "1,1,2"}, {"channel_mult", "2,2"}, {"attention_resolutions", "16,8"}, {"in_channels", "1"},
       {"out_channels", "2"}, {"num_classes", "3"}, {"use_checkpoint", "true"}, {"dropout", "0.2"}};
   at::NoGradGuard no_grad;
   for (const auto& [key, value] : variants) {
