@@ -163,7 +163,7 @@ EOF
   (cd "$src" && git ls-files -z tests launch | xargs -0 cp -a --parents -t "$kit/src")
 
   {
-    echo "packed: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(hostname)"
+    echo "packed: $(date -u '+%Y-%m-%d %H:%M:%S UTC') on $(uname -n)"
     echo "build: $build"
     echo "source: $src at $(git -C "$src" rev-parse HEAD)$(git -C "$src" diff --quiet HEAD -- . 2>/dev/null || echo ' (with uncommitted changes)')"
     echo "binaries: ${names[*]}"
@@ -217,8 +217,12 @@ export -f ld_debug_report
 
 environment_report() {
   date -u
-  echo "host: $(hostname), $(nproc) CPUs"
-  nvidia-smi -L || echo "nvidia-smi: no GPU visible"
+  echo "host: $(uname -n), $(nproc) CPUs"
+  if nvidia-smi -L; then
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+  else
+    echo "nvidia-smi: no GPU visible"
+  fi
   "$DDPM_PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
   echo "libstdc++: $KIT_GCC_NOTE"
   sed -n '1,8p' "$KIT/MANIFEST"
@@ -307,7 +311,7 @@ write_figures() {
   {
     echo "# GPU kit run ($MODE)"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(hostname), budget $BUDGET s, used $((SECONDS - START)) s, $FAILED step(s) not ok."
+    echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), $(uname -n), budget $BUDGET s, used $((SECONDS - START)) s, $FAILED step(s) not ok."
     sed -n '1,3p' "$KIT/MANIFEST" | sed 's/^/kit /'
     echo
     echo "| step | command | exit | s |"
@@ -371,6 +375,7 @@ print(":".join([os.path.join(d, "lib")] + sorted(glob.glob(os.path.join(os.path.
   fi
   export KIT_GCC_NOTE
   export DDPM_KIT_LD_LIBRARY_PATH="$L:$L/openmpi/lib$gcc_dir${torch_dirs:+:$torch_dirs}"
+  if [[ -d /usr/local/cuda/lib64 ]]; then DDPM_KIT_LD_LIBRARY_PATH+=":/usr/local/cuda/lib64"; fi
   # OpenMPI relocated into the kit (docs/ENVIRONMENT.md); the project's MPI settings (launch/openmpi.env).
   export OPAL_PREFIX="$KIT/root/usr" OPAL_SYSCONFDIR="$KIT/root/etc/openmpi"
   export PMIX_MCA_mca_base_component_path="$L/pmix2/lib/pmix" PMIX_PKGDATADIR="$L/pmix2/share/pmix"
@@ -417,8 +422,10 @@ print(":".join([os.path.join(d, "lib")] + sorted(glob.glob(os.path.join(os.path.
     has vs_small && step vs_eager_fmnist_cpu 200 "${vs[@]}" "${cpu[@]}" --preset fmnist-small --batch 4
   fi
   write_figures
-  echo "[run] done in $((SECONDS - START)) s; $OUTDIR/figures.md:"
-  cat "$OUTDIR/figures.md"
+  cat "$OUTDIR/sections.md" # the summary last: the run tool returns the end of the output
+  echo
+  sed -n '1,/^## /p' "$OUTDIR/figures.md" | sed '$d'
+  echo "[run] done in $((SECONDS - START)) s; logs and figures.md in $OUTDIR"
   ((FAILED == 0))
 }
 
