@@ -43,7 +43,8 @@ BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& d
     const at::Tensor x = to_model_input(images.slice(0, lo, hi)).to(device);  // (B, C, H, W)
     std::vector<int64_t> idx;
     for (int64_t i = first + lo; i < first + hi; ++i) idx.push_back(i);
-    const at::Tensor noise = per_sample_normal(seed, idx, {T, C, H, W}).transpose(0, 1).contiguous().to(device);
+    // (T, B, C, H, W), drawn on the evaluation's device
+    const at::Tensor noise = per_sample_normal(seed, idx, {T, C, H, W}, device).transpose(0, 1).contiguous();
     // Several timesteps per network call: about kBpdImagesPerCall images a forward pass.
     const int64_t t_batch = std::clamp<int64_t>(kBpdImagesPerCall / (hi - lo), 1, T);
     const diffusion::BpdTerms terms =

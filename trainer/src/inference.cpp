@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 
@@ -172,21 +173,36 @@ diffusion::ModelFn guided_model_fn(model::UNet& unet, at::Tensor labels, double 
   };
 }
 
-at::Generator sample_generator(uint64_t seed, int64_t index) {
-  // splitmix64 of (seed, index): distinct, well-mixed seeds for neighbouring indices.
+namespace {
+// splitmix64 of (seed, index): distinct, well-mixed seeds for neighbouring indices.
+uint64_t sample_seed(uint64_t seed, int64_t index) {
   uint64_t z = seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(index) + 0x632BE59BD9B4E019ULL;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return at::make_generator<at::CPUGeneratorImpl>(z ^ (z >> 31));
+  return z ^ (z >> 31);
+}
+}  // namespace
+
+at::Generator sample_generator(uint64_t seed, int64_t index) {
+  return at::make_generator<at::CPUGeneratorImpl>(sample_seed(seed, index));
 }
 
-at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices, at::IntArrayRef shape) {
+at::Generator sample_generator(uint64_t seed, int64_t index, const c10::Device& device) {
+  if (device.is_cpu()) return sample_generator(seed, index);
+  at::Generator g = at::globalContext().getAcceleratorHooksInterface(device.type()).getNewGenerator(device.index());
+  std::lock_guard<std::mutex> lock(g.mutex());
+  g.set_current_seed(sample_seed(seed, index));
+  return g;
+}
+
+at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices, at::IntArrayRef shape,
+                             const c10::Device& device) {
   std::vector<at::Tensor> parts;
   for (int64_t i : indices) {
-    at::Generator g = sample_generator(seed, i);
-    parts.push_back(at::randn(shape, g, at::kFloat));
+    at::Generator g = sample_generator(seed, i, device);
+    parts.push_back(at::randn(shape, g, at::TensorOptions().dtype(at::kFloat).device(device)));
   }
-  return stack_or_empty(std::move(parts), shape, at::kFloat);
+  return stack_or_empty(std::move(parts), shape, at::kFloat).to(device);
 }
 
 at::Tensor draw_per_sample(std::vector<at::Generator>& gens, at::IntArrayRef shape, const c10::Device& device) {

@@ -74,8 +74,13 @@ diffusion::ModelFn guided_model_fn(model::UNet& unet, at::Tensor labels, double 
 
 // Standard normal values of `shape` from a CPU generator seeded by (seed, index): the same
 // numbers for a sample whatever rank or batch it lands in. (len(indices), *shape) float32.
+// With a GPU `device` the generator is that device's (Philox), seeded alike, and the values are
+// drawn there (no host draw and copy: T x C x H x W values an image for bits/dim): the same
+// numbers for an index on every rank and in every batch on that kind of device, not the CPU's.
 at::Generator sample_generator(uint64_t seed, int64_t index);
-at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices, at::IntArrayRef shape);
+at::Generator sample_generator(uint64_t seed, int64_t index, const c10::Device& device);
+at::Tensor per_sample_normal(uint64_t seed, const std::vector<int64_t>& indices, at::IntArrayRef shape,
+                             const c10::Device& device = c10::kCPU);
 
 struct SampleRequest {
   int64_t channels = 1, height = 8, width = 8;
