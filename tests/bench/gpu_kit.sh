@@ -402,11 +402,13 @@ print(":".join([os.path.join(d, "lib")] + sorted(glob.glob(os.path.join(os.path.
     local -a before=(--set sdpa_attention=false --set fused_group_norm=false)
     has vs_cifar && step vs_eager_ddpm_cifar10 170 "${vs[@]}" "${cuda[@]}" --preset ddpm-cifar10 --json "$OUTDIR/vs_eager_ddpm-cifar10.json"
     has vs_cifar && step vs_eager_improved_cifar10 170 "${vs[@]}" "${cuda[@]}" --preset improved-cifar10 --json "$OUTDIR/vs_eager_improved-cifar10.json"
+    has vs_cifar && step vs_eager_ddpm_cifar10_channels_last 170 "${vs[@]}" "${cuda[@]}" --preset ddpm-cifar10 --set 'model_overrides={"channels_last":true}' --json "$OUTDIR/vs_eager_ddpm-cifar10_cl.json"
     has levers && step unet_bf16_before 60 "${unet[@]}" --bf16 "${before[@]}"
     has levers && step unet_bf16_default 60 "${unet[@]}" --bf16
     has levers && step unet_bf16_no_sdpa 60 "${unet[@]}" --bf16 --set sdpa_attention=false
     has levers && step unet_bf16_cl_before 60 "${unet[@]}" --bf16 --channels-last "${before[@]}"
     has levers && step unet_bf16_cl_default 60 "${unet[@]}" --bf16 --channels-last
+    has levers && step unet_bf16_cl_activations 60 "${unet[@]}" --bf16 --set channels_last=true
     has levers && step unet_fp32_before 60 "${unet[@]}" "${before[@]}"
     has levers && step unet_fp32_default 60 "${unet[@]}"
     has levers && step group_norm_silu_times 60 bash -c "gtest_on_gpu '$B/test_ops_group_norm_silu' --gtest_filter='*PrintTimes'"

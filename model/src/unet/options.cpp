@@ -89,7 +89,8 @@ const std::vector<std::pair<std::string, Field>>& fields() {
                        [](const UNetOptions& o) { return o.num_classes ? std::to_string(*o.num_classes) : std::string("none"); }}},
       DDPM_INT(num_heads), DDPM_INT(num_head_channels), DDPM_BOOL(use_scale_shift_norm), DDPM_BOOL(resblock_updown),
       DDPM_BOOL(learn_sigma), DDPM_BOOL(use_checkpoint), DDPM_INT(image_size),
-      DDPM_BOOL(use_new_attention_order), DDPM_BOOL(sdpa_attention), DDPM_BOOL(fused_group_norm)};
+      DDPM_BOOL(use_new_attention_order), DDPM_BOOL(sdpa_attention), DDPM_BOOL(fused_group_norm),
+      DDPM_BOOL(channels_last)};
 #undef DDPM_INT
 #undef DDPM_BOOL
 #undef DDPM_LIST

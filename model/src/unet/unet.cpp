@@ -173,7 +173,7 @@ at::Tensor UNetImpl::forward_embedded(const at::Tensor& x, const at::Tensor& emb
   TORCH_CHECK(emb.dim() == 2 && emb.size(0) == x.size(0), "UNet: the embedding must be (N, ", 4 * o.model_channels,
               ") with N = ", x.size(0), ", got ", emb.sizes());
   std::vector<at::Tensor> hs;  // encoder outputs, consumed in reverse by the decoder
-  at::Tensor h = x;
+  at::Tensor h = o.channels_last ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;  // (N, C, H, W)
   for (auto& b : inputs_) {
     h = b->forward(h, emb);
     hs.push_back(h);
@@ -183,7 +183,8 @@ at::Tensor UNetImpl::forward_embedded(const at::Tensor& x, const at::Tensor& emb
     h = b->forward(at::cat({h, hs.back()}, 1), emb);
     hs.pop_back();
   }
-  return out_conv_->forward(out_norm_->forward_silu(h, {}, {}, o.fused_group_norm));  // out: (N, output_channels, H, W)
+  const at::Tensor out = out_conv_->forward(out_norm_->forward_silu(h, {}, {}, o.fused_group_norm));
+  return o.channels_last ? out.contiguous() : out;  // (N, output_channels, H, W)
 }
 
 int64_t UNetImpl::num_parameters() const {

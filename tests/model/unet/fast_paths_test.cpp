@@ -1,7 +1,8 @@
 // The U-Net's speed options against its plain paths, output and every gradient: attention through
 // at::scaled_dot_product_attention against the explicit softmax(QK^T)V (both qkv orders), the new
 // qkv order against the legacy one with permuted weights, and the fused GroupNorm + scale/shift +
-// SiLU (CPU: the plain chain, bit for bit; CUDA: the kernel, fp32, bf16 autocast, channels-last).
+// SiLU (CPU: the plain chain, bit for bit; CUDA: the kernel, fp32, bf16 autocast, channels-last),
+// and channels_last activations against the default layout (CPU; CUDA with the fused kernel).
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 
@@ -264,7 +265,47 @@ TEST(UNetFusedGroupNorm, CpuFallbackIsThePlainPathBitForBit) {
   }
 }
 
+// ---- channels_last: NHWC activations, the same numbers --------------------------------------
+
+// The option against the default layout with the same weights: output (returned NCHW) and every
+// gradient, float64 (within rounding) and float32; the gradients keep the parameters' layout.
+TEST(UNetChannelsLast, MatchesTheDefaultLayoutOnCpu) {
+  for (const auto dtype : {at::kDouble, at::kFloat}) {
+    UNetOptions o = small();
+    o.channels_last = true;
+    auto [cl, plain] = pair_of(o, [](UNetOptions& v) { v.channels_last = false; }, dtype, at::kCPU);
+    const Inputs in = inputs(o, dtype, at::kCPU);
+    const Result a = forward_backward(cl, in.x, in.t, in.g), e = forward_backward(plain, in.x, in.t, in.g);
+    EXPECT_TRUE(a.out.is_contiguous()) << "the output is returned NCHW";
+    // The output conv ran on NHWC activations: its output needed the copy back to NCHW.
+    const at::Tensor out_cl = cl->forward(in.x, in.t), out_plain = plain->forward(in.x, in.t);
+    EXPECT_EQ(out_cl.grad_fn()->name(), "CloneBackward0");
+    EXPECT_EQ(out_plain.grad_fn()->name(), "ConvolutionBackward0");
+    for (const auto& [name, g] : a.grads) EXPECT_TRUE(g.is_contiguous()) << name << "'s gradient changed layout";
+    const bool f64 = dtype == at::kDouble;
+    expect_same(a, e, f64 ? 1e-9 : 1e-4, f64 ? 1e-11 : 2e-5, std::string("channels_last cpu ") + (f64 ? "float64" : "float32"));
+  }
+}
+
 // ---- CUDA (label gpu) ---------------------------------------------------------------------
+
+// channels_last with the fused GroupNorm (the layout it is for) against the default layout and
+// the plain chain: fp32 within tolerance, bf16 autocast no worse against float64 truth.
+TEST(UNetChannelsLastCuda, MatchesTheDefaultLayout) {
+  DDPM_REQUIRE_CUDA();
+  for (const bool ss : {false, true}) {
+    UNetOptions o = small(ss);
+    o.channels_last = true;
+    auto [cl, plain] = pair_of(o, [](UNetOptions& v) { v.channels_last = false; v.fused_group_norm = false; },
+                               at::kFloat, at::kCUDA);
+    const Inputs in = inputs(o, at::kFloat, at::kCUDA, 4);
+    const std::string label = std::string("cuda channels_last + fused gn") + (ss ? " (scale/shift)" : "");
+    expect_same(forward_backward(cl, in.x, in.t, in.g), forward_backward(plain, in.x, in.t, in.g), 1e-3, 1e-4,
+                label + " float32");
+    expect_bf16_no_worse(cl, plain, in, label);
+  }
+}
+
 
 // fp32: SDPA's efficient kernel against the explicit path; bf16 autocast: expect_bf16_no_worse.
 TEST(UNetAttentionCuda, SdpaMatchesExplicit) {
