@@ -68,6 +68,21 @@ TEST(LatentCli, AutoencoderThenLatentDiffusionThenDdpmSample) {
   const at::Tensor from_npz = data::make_grid(npz, 2).to(at::kInt);
   EXPECT_TRUE(ddpm::testing::tensors_near(from_npz, grid, 0, 1.0, "ddpm_sample (decoded) vs the training grid"));
   EXPECT_GT(npz.to(at::kFloat).std().item<double>(), 1.0) << "decoded samples are not blank";
+
+  // Refused with the flag named (not a c10 error from the classifier's forward on latents, not
+  // silently ignored): classifier guidance of a latent run; the flags of a guidance or cascade
+  // stage that does not run.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {" --classifier " + dir + "/no-such-classifier", "is a latent diffusion run (--latent)"},
+      {" --classifier-scale 3", "--classifier-scale requires --classifier"},
+      {" --classifier-ema none", "--classifier-ema requires --classifier"},
+      {" --cond-aug-level 3", "--cond-aug-level requires --cascade"},
+      {" --sr-respacing 2", "--sr-respacing requires --cascade"}};
+  for (const auto& [flag, message] : refused) {
+    EXPECT_NE(run(bin("ddpm_sample") + " --checkpoint " + lat + flag + " --num-samples 2 --respacing 2 --out " + dir +
+                      "/r.npz", dir + "/refused.txt"), 0) << flag;
+    EXPECT_NE(read_text(dir + "/refused.txt").find(message), std::string::npos) << read_text(dir + "/refused.txt");
+  }
 }
 
 }  // namespace
