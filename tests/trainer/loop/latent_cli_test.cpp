@@ -51,6 +51,13 @@ TEST(LatentCli, AutoencoderThenLatentDiffusionThenDdpmSample) {
   EXPECT_EQ(rec.at("count"), 64);
   EXPECT_GT(rec.at("psnr").get<double>(), 0.0);
   EXPECT_NEAR(rec.at("psnr").get<double>(), 10 * std::log10(1 / rec.at("mse").get<double>()), 1e-9);
+  // A likelihood or FID asked of an autoencoder is refused, not answered with the reconstruction error.
+  for (const std::string flag : {" --ode-bpd", " --bpd --ode-bpd", " --fid"}) {
+    EXPECT_NE(run(bin("ddpm_eval") + " --checkpoint " + ae + " --data " + data + flag, dir + "/rec_refused.txt"), 0)
+        << flag;
+    EXPECT_NE(read_text(dir + "/rec_refused.txt").find("is an autoencoder: ddpm_eval gives its reconstruction error"),
+              std::string::npos) << read_text(dir + "/rec_refused.txt");
+  }
 
   const std::string lat = dir + "/latent";
   const std::string latent_flags = common(data, lat, 3) + " --latent " + ae +
