@@ -139,6 +139,11 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
                                 a.sampler);
   }
   const auto diffusion = ddpm::trainer::make_diffusion(m.config, a.respacing);
+  if (!a.cascade.sr.empty() && codec) {  // the base stage would hand its latents to the SR model as images
+    throw std::invalid_argument("--cascade " + a.checkpoint + "," + a.cascade.sr + ": the base is a latent diffusion "
+                                "run (--latent); sample it first (ddpm_sample --checkpoint " + a.checkpoint +
+                                " --out BASE.npz), then give --cascade BASE.npz," + a.cascade.sr);
+  }
   if (!a.cascade.sr.empty()) return ddpm::sample::run_cascade(m, diffusion, req, a.cascade, comm, ctx.device());
   const auto [begin, end] = ddpm::trainer::rank_range(a.num_samples, comm.rank(), comm.world_size());
   if (comm.rank() == 0) {

@@ -90,6 +90,11 @@ TEST(LatentCli, AutoencoderThenLatentDiffusionThenDdpmSample) {
                       "/r.npz", dir + "/refused.txt"), 0) << flag;
     EXPECT_NE(read_text(dir + "/refused.txt").find(message), std::string::npos) << read_text(dir + "/refused.txt");
   }
+  // A latent base in a cascade: its samples are latents (2x4x4 here), not images of the SR's low resolution.
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + lat + "," + dir + "/no-such-sr --num-samples 2 --out " + dir +
+                    "/r.npz", dir + "/refused.txt"), 0);
+  EXPECT_NE(read_text(dir + "/refused.txt").find("the base is a latent diffusion run (--latent); sample it first"),
+            std::string::npos) << read_text(dir + "/refused.txt");
 }
 
 }  // namespace
