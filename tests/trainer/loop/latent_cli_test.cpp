@@ -95,6 +95,11 @@ TEST(LatentCli, AutoencoderThenLatentDiffusionThenDdpmSample) {
                     "/r.npz", dir + "/refused.txt"), 0);
   EXPECT_NE(read_text(dir + "/refused.txt").find("the base is a latent diffusion run (--latent); sample it first"),
             std::string::npos) << read_text(dir + "/refused.txt");
+  // A missing SR run is named as the --cascade part it is (not as --checkpoint, which the command lacks).
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir + "/s.npz," + dir + "/no-such-sr --num-samples 2 --out " + dir +
+                    "/r.npz", dir + "/refused.txt"), 0);
+  EXPECT_NE(read_text(dir + "/refused.txt").find("--cascade (the SR run) " + dir + "/no-such-sr: no such run"),
+            std::string::npos) << read_text(dir + "/refused.txt");
 }
 
 }  // namespace
