@@ -131,7 +131,8 @@ int run_cascade(trainer::LoadedModel& base_model, const diffusion::GaussianDiffu
   Base base;
   base.name = base_model.checkpoint;
   base.c = base_req.channels, base.h = base_req.height, base.w = base_req.width;
-  base.labelled = base_model.unet->options().num_classes.value_or(0) > 0;
+  // Labels of a class-conditional model, or the classes a --classifier guided an unconditional one to.
+  base.labelled = base_model.unet->options().num_classes.value_or(0) > 0 || base_req.classifier != nullptr;
   base.samples = [&](int64_t lo, int64_t hi) {
     const trainer::SampleBatch batch = trainer::sample_indices(base_model, base_diffusion, base_req, lo, hi, device);
     return std::make_pair(data::to_uint8_nhwc(batch.images), batch.labels);
