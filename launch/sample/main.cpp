@@ -96,6 +96,13 @@ SampleRequest make_request(const Args& a, const LoadedModel& m, const ddpm::trai
     req.classifier = std::make_shared<ddpm::trainer::LoadedClassifier>(
         ddpm::trainer::load_classifier(a.classifier, a.classifier_ema, device));
     ddpm::trainer::check_classifier_fits(*req.classifier, m.config, classes, req.channels);
+    const ddpm::model::EncoderUNetOptions& co = req.classifier->net->options();
+    if (co.pool == "attention" && (req.height != co.unet.image_size || req.width != co.unet.image_size)) {
+      throw std::invalid_argument("--image-size " + std::to_string(req.height) + ": the classifier " + a.classifier +
+                                  " pools with attention over " + std::to_string(co.unet.image_size) + " px images "
+                                  "only; sample at --image-size " + std::to_string(co.unet.image_size) +
+                                  " or train a classifier with \"pool\": \"adaptive\"");
+    }
     req.classifier_scale = a.classifier_scale;
   }
   const int64_t label_classes = classes > 0 ? classes : req.classifier ? req.classifier->num_classes() : 0;
