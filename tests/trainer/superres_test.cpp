@@ -208,6 +208,11 @@ TEST_F(Cascade, RunsThatDoNotFitAreRefused) {
                 dir_ + "/e4.txt"), 0);
   EXPECT_NE(read_text(dir_ + "/e4.txt").find("--cond-aug-level 20: levels are timesteps"), std::string::npos)
       << read_text(dir_ + "/e4.txt");
+  // Within T but above the trained levels (cond_aug_max 6): refused as ddpm_train's config check refuses it.
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base4," + dir_ + "/sr --cond-aug-level 7" + out,
+                dir_ + "/e4b.txt"), 0);
+  EXPECT_NE(read_text(dir_ + "/e4b.txt").find("trained on levels 0..6 (its --cond-aug-max); give at most 6"),
+            std::string::npos) << read_text(dir_ + "/e4b.txt");
   EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base4" + out, dir_ + "/e5.txt"), 0);
   EXPECT_NE(read_text(dir_ + "/e5.txt").find("give BASE_RUN,SR_RUN"), std::string::npos) << read_text(dir_ + "/e5.txt");
 }
