@@ -127,6 +127,8 @@ SampleRequest make_request(const Args& a, const LoadedModel& m, const ddpm::trai
 int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   ddpm::trainer::resolve_sampler(a.sampler, a.steps, a.respacing);
+  // The SR stage runs the same sampler: --sr-respacing must fit it as --respacing does.
+  if (!a.cascade.respacing.empty()) ddpm::trainer::resolve_sampler(a.sampler, 0, a.cascade.respacing, "--sr-respacing");
   const std::string& base = a.checkpoint;
   if (!a.cascade.sr.empty() && base.size() > 4 && base.compare(base.size() - 4, 4, ".npz") == 0) {
     SampleRequest req;  // the SR stage's sampler settings; its shape comes from the SR run

@@ -213,6 +213,11 @@ TEST_F(Cascade, RunsThatDoNotFitAreRefused) {
                 dir_ + "/e4b.txt"), 0);
   EXPECT_NE(read_text(dir_ + "/e4b.txt").find("trained on levels 0..6 (its --cond-aug-max); give at most 6"),
             std::string::npos) << read_text(dir_ + "/e4b.txt");
+  // --sr-respacing is checked against --sampler as --respacing is (it was ignored by the SDE samplers).
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base4," + dir_ + "/sr --sampler pf-ode-heun --steps 3 "
+                "--sr-respacing 5 --num-samples 2 --out " + dir_ + "/x.npz", dir_ + "/e4c.txt"), 0);
+  EXPECT_NE(read_text(dir_ + "/e4c.txt").find("--sr-respacing 5: --sampler pf-ode-heun chooses its own steps"),
+            std::string::npos) << read_text(dir_ + "/e4c.txt");
   EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base4" + out, dir_ + "/e5.txt"), 0);
   EXPECT_NE(read_text(dir_ + "/e5.txt").find("give BASE_RUN,SR_RUN"), std::string::npos) << read_text(dir_ + "/e5.txt");
 }
