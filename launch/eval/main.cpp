@@ -268,12 +268,12 @@ int write_json(const Args& a, const nlohmann::ordered_json& j, int rank) {
 nlohmann::ordered_json run_reconstruction(const Args& a, ddpm::dist::Communicator& comm,
                                           const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (a.data.empty()) throw std::invalid_argument("--data is required: the images to reconstruct");
-  if (a.fid || !a.ema.empty()) {
+  if (a.fid || a.bpd || a.ode_bpd || !a.ema.empty()) {
     throw std::invalid_argument("--checkpoint " + a.checkpoint + " is an autoencoder: ddpm_eval gives its "
-                                "reconstruction error with its first EMA (drop --fid/--ema; ddpm_train_autoencoder "
-                                "--fid-every gives the FID of its reconstructions)");
+                                "reconstruction error with its first EMA (drop --fid/--bpd/--ode-bpd/--ema; "
+                                "ddpm_train_autoencoder --fid-every gives the FID of its reconstructions)");
   }
+  if (a.data.empty()) throw std::invalid_argument("--data is required: the images to reconstruct");
   ddpm::trainer::LatentCodec codec = ddpm::trainer::load_autoencoder_checkpoint(a.checkpoint, ctx.device());
   const auto ds = ddpm::data::ImageDataset::open(a.data);
   const int64_t count = a.num_samples > 0 ? std::min(a.num_samples, ds.info().count) : ds.info().count;

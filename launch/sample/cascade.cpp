@@ -76,9 +76,13 @@ int cascade(const Base& base, const SampleRequest& base_req, const CascadeArgs& 
   check_fit(base, sr, a);
   const SampleRequest req = sr_request(sr, base_req, a);
   const int64_t level = a.level >= 0 ? a.level : sr.config.cond_aug_level;
-  if (level >= sr.config.diffusion_steps) {
+  // The levels the SR model was trained on (its config check keeps cond_aug_max < T and the run's
+  // own cond_aug_level within them): a higher one is a conditioning it never saw.
+  if (level > sr.config.cond_aug_max) {
     throw std::invalid_argument("--cond-aug-level " + std::to_string(level) + ": levels are timesteps of the SR "
-                                "model's schedule; give at most " + std::to_string(sr.config.diffusion_steps - 1));
+                                "model's schedule, and it was trained on levels 0.." +
+                                std::to_string(sr.config.cond_aug_max) + " (its --cond-aug-max); give at most " +
+                                std::to_string(sr.config.cond_aug_max));
   }
   const auto sr_diffusion = trainer::make_diffusion(sr.config, trainer::is_sde_sampler(req.sampler) ? "" : req.respacing);
   const auto [begin, end] = trainer::rank_range(a.num_samples, comm.rank(), comm.world_size());
@@ -131,7 +135,8 @@ int run_cascade(trainer::LoadedModel& base_model, const diffusion::GaussianDiffu
   Base base;
   base.name = base_model.checkpoint;
   base.c = base_req.channels, base.h = base_req.height, base.w = base_req.width;
-  base.labelled = base_model.unet->options().num_classes.value_or(0) > 0;
+  // Labels of a class-conditional model, or the classes a --classifier guided an unconditional one to.
+  base.labelled = base_model.unet->options().num_classes.value_or(0) > 0 || base_req.classifier != nullptr;
   base.samples = [&](int64_t lo, int64_t hi) {
     const trainer::SampleBatch batch = trainer::sample_indices(base_model, base_diffusion, base_req, lo, hi, device);
     return std::make_pair(data::to_uint8_nhwc(batch.images), batch.labels);

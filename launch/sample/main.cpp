@@ -87,10 +87,22 @@ SampleRequest make_request(const Args& a, const LoadedModel& m, const ddpm::trai
   }
   req.guidance = a.guidance;
   req.guidance_scale = a.guidance_scale;
+  if (!a.classifier.empty() && codec) {
+    throw std::invalid_argument("--classifier " + a.classifier + ": checkpoint " + m.checkpoint + " is a latent "
+                                "diffusion run (--latent): its samples are latents, the classifier takes images; "
+                                "drop --classifier or guide an image-space model");
+  }
   if (!a.classifier.empty()) {
     req.classifier = std::make_shared<ddpm::trainer::LoadedClassifier>(
         ddpm::trainer::load_classifier(a.classifier, a.classifier_ema, device));
     ddpm::trainer::check_classifier_fits(*req.classifier, m.config, classes, req.channels);
+    const ddpm::model::EncoderUNetOptions& co = req.classifier->net->options();
+    if (co.pool == "attention" && (req.height != co.unet.image_size || req.width != co.unet.image_size)) {
+      throw std::invalid_argument("--image-size " + std::to_string(req.height) + ": the classifier " + a.classifier +
+                                  " pools with attention over " + std::to_string(co.unet.image_size) + " px images "
+                                  "only; sample at --image-size " + std::to_string(co.unet.image_size) +
+                                  " or train a classifier with \"pool\": \"adaptive\"");
+    }
     req.classifier_scale = a.classifier_scale;
   }
   const int64_t label_classes = classes > 0 ? classes : req.classifier ? req.classifier->num_classes() : 0;
@@ -115,6 +127,8 @@ SampleRequest make_request(const Args& a, const LoadedModel& m, const ddpm::trai
 int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) {
   const auto t0 = std::chrono::steady_clock::now();
   ddpm::trainer::resolve_sampler(a.sampler, a.steps, a.respacing);
+  // The SR stage runs the same sampler: --sr-respacing must fit it as --respacing does.
+  if (!a.cascade.respacing.empty()) ddpm::trainer::resolve_sampler(a.sampler, 0, a.cascade.respacing, "--sr-respacing");
   const std::string& base = a.checkpoint;
   if (!a.cascade.sr.empty() && base.size() > 4 && base.compare(base.size() - 4, 4, ".npz") == 0) {
     SampleRequest req;  // the SR stage's sampler settings; its shape comes from the SR run
@@ -134,6 +148,11 @@ int run(Args a, ddpm::dist::Communicator& comm, const ddpm::dist::Context& ctx) 
                                 a.sampler);
   }
   const auto diffusion = ddpm::trainer::make_diffusion(m.config, a.respacing);
+  if (!a.cascade.sr.empty() && codec) {  // the base stage would hand its latents to the SR model as images
+    throw std::invalid_argument("--cascade " + a.checkpoint + "," + a.cascade.sr + ": the base is a latent diffusion "
+                                "run (--latent); sample it first (ddpm_sample --checkpoint " + a.checkpoint +
+                                " --out BASE.npz), then give --cascade BASE.npz," + a.cascade.sr);
+  }
   if (!a.cascade.sr.empty()) return ddpm::sample::run_cascade(m, diffusion, req, a.cascade, comm, ctx.device());
   const auto [begin, end] = ddpm::trainer::rank_range(a.num_samples, comm.rank(), comm.world_size());
   if (comm.rank() == 0) {
@@ -201,9 +220,9 @@ int main(int argc, char** argv) {
                                  "base samples. BASE.npz,SR_RUN super-resolves stored samples (arr_0)")
                       ->excludes(checkpoint);
   checkpoint->excludes(cascade);
-  app.add_option("--sr-respacing", a.cascade.respacing, "--cascade: respacing of the super-resolution stage (default: "
+  auto* sr_respacing = app.add_option("--sr-respacing", a.cascade.respacing, "--cascade: respacing of the super-resolution stage (default: "
                  "--respacing)");
-  app.add_option("--cond-aug-level", a.cascade.level, "--cascade: conditioning-augmentation level of the base samples "
+  auto* cond_aug_level = app.add_option("--cond-aug-level", a.cascade.level, "--cascade: conditioning-augmentation level of the base samples "
                  "(default: the SR run's cond_aug_level)");
   app.add_option("--ema", a.ema, "EMA rate to sample from, or none for model.pt (default: the first EMA)");
   app.add_option("--num-samples", a.num_samples, "samples over all ranks")->capture_default_str()->check(CLI::PositiveNumber);
@@ -222,13 +241,18 @@ int main(int argc, char** argv) {
                  "class of every sample (0..K-1) or random (drawn per sample from its seed); with --classifier also "
                  "for an unconditional model")
       ->capture_default_str();
-  app.add_option("--classifier", a.classifier,
+  auto* classifier = app.add_option("--classifier", a.classifier,
                  "classifier guidance (Dhariwal & Nichol 2021): run dir or checkpoint of a noise classifier "
                  "(ddpm_train_classifier) trained on the model's schedule; ancestral: mean + s Sigma grad log p(y|x_t), "
                  "DDIM: eps - sqrt(1 - alpha_bar) s grad log p(y|x_t)");
-  app.add_option("--classifier-scale", a.classifier_scale, "classifier guidance scale s")->capture_default_str();
+  app.add_option("--classifier-scale", a.classifier_scale, "classifier guidance scale s")
+      ->capture_default_str()
+      ->needs(classifier);
   app.add_option("--classifier-ema", a.classifier_ema,
-                 "the classifier's EMA rate, or none for its model.pt (default: its first EMA)");
+                 "the classifier's EMA rate, or none for its model.pt (default: its first EMA)")
+      ->needs(classifier);
+  sr_respacing->needs(cascade);  // flags of a stage that is not run are errors, not silently ignored
+  cond_aug_level->needs(cascade)->check(CLI::NonNegativeNumber);
   app.add_option("--seed", a.seed, "noise seed (sample i uses (seed, i) on any rank count)")->capture_default_str();
   app.add_option("--clip-denoised", a.clip_denoised,
                  "clip predicted x_0 to [-1, 1]: on|off (latent runs: never, latents are not in [-1, 1])")

@@ -174,6 +174,8 @@ TEST_F(ClassifierGuidance, ErrorsNameTheFlag) {
       {"--checkpoint " + dir_ + "/uncond --classifier " + dir_ + "/clf --classifier-ema 0.5", "--classifier-ema 0.5"},
       {"--checkpoint " + dir_ + "/uncond --class-label 1", "give --classifier"},
       {"--checkpoint " + dir_ + "/uncond --classifier " + dir_ + "/clf --class 3", "0..2"},
+      {"--checkpoint " + dir_ + "/uncond --classifier " + dir_ + "/clf --image-size 16 --respacing 2",
+       "--image-size 16: the classifier " + dir_ + "/clf"},
   };
   for (const auto& b : bad) {
     EXPECT_EQ(run(base + b.args, dir_ + "/bad.txt"), 1) << b.args;

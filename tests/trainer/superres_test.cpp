@@ -18,7 +18,9 @@
 #include "ddpm/data/dataset.h"
 #include "ddpm/data/images.h"
 #include "ddpm/data/npy.h"
+#include "ddpm/model/unet/encoder_unet.h"
 #include "ddpm/model/unet/state_dict.h"
+#include "ddpm/trainer/classifier.h"
 #include "ddpm/trainer/checkpoint.h"
 #include "ddpm/trainer/factory.h"
 #include "ddpm/trainer/superres.h"
@@ -104,6 +106,14 @@ class Cascade : public ::testing::Test {
     model::SuperResUNet net = make_superres_unet(c);
     fill_zeros(*net);
     save_run(c, model::state_dict(*net));
+    TrainConfig k = tiny(dir_ + "/d4.h5", dir_ + "/clf4");  // a noise classifier for the 4 px base
+    k.task = "classifier", k.num_classes = 3, k.var_type = "fixed-small", k.loss_type = "mse";
+    k.model_overrides = Json{{"in_channels", 1}, {"pool", "adaptive"}};
+    validate(k);
+    torch::manual_seed(7);
+    model::EncoderUNet clf(make_encoder_unet_options(k));
+    fill_zeros(*clf);
+    save_run(k, model::state_dict(*clf));
   }
   static std::string dir_;
 };
@@ -162,6 +172,25 @@ TEST_F(Cascade, BaseThenSuperResolutionTheSameBytesOnOneAndTwoRanks) {
   EXPECT_TRUE(at::equal(level0, direct(0)));
 }
 
+// A classifier-guided base (an unconditional model): the cascade's base stage is ddpm_sample's
+// guided sampler, and its labels (the classes the classifier guided to) are kept in both npz.
+TEST_F(Cascade, ClassifierGuidedBaseKeepsItsLabels) {
+  const std::string common = " --num-samples 4 --batch-size 4 --respacing 5 --seed 9 --classifier-scale 5 --classifier " +
+                             dir_ + "/clf4";
+  ASSERT_EQ(run(bin("ddpm_sample") + " --checkpoint " + dir_ + "/base4" + common + " --out " + dir_ + "/g.npz",
+                dir_ + "/g.txt"), 0) << read_text(dir_ + "/g.txt");
+  ASSERT_EQ(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base4," + dir_ + "/sr" + common + " --out " + dir_ +
+                "/gc.npz", dir_ + "/gc.txt"), 0) << read_text(dir_ + "/gc.txt");
+  const auto plain = data::read_npz(dir_ + "/g.npz"), high = data::read_npz(dir_ + "/gc.npz"),
+             low = data::read_npz(dir_ + "/gc_low.npz");
+  EXPECT_TRUE(at::equal(low.at("arr_0"), plain.at("arr_0"))) << "the base stage is the guided sampler";
+  ASSERT_EQ(plain.count("arr_1"), 1u);
+  ASSERT_EQ(high.count("arr_1"), 1u) << "the cascade dropped the guided samples' labels";
+  ASSERT_EQ(low.count("arr_1"), 1u) << "the cascade dropped the guided samples' labels";
+  EXPECT_TRUE(at::equal(high.at("arr_1"), plain.at("arr_1")));
+  EXPECT_TRUE(at::equal(low.at("arr_1"), plain.at("arr_1")));
+}
+
 TEST_F(Cascade, RunsThatDoNotFitAreRefused) {
   const std::string out = " --num-samples 2 --respacing 2 --out " + dir_ + "/x.npz";
   EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base8," + dir_ + "/sr" + out, dir_ + "/e1.txt"), 0);
@@ -179,6 +208,16 @@ TEST_F(Cascade, RunsThatDoNotFitAreRefused) {
                 dir_ + "/e4.txt"), 0);
   EXPECT_NE(read_text(dir_ + "/e4.txt").find("--cond-aug-level 20: levels are timesteps"), std::string::npos)
       << read_text(dir_ + "/e4.txt");
+  // Within T but above the trained levels (cond_aug_max 6): refused as ddpm_train's config check refuses it.
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base4," + dir_ + "/sr --cond-aug-level 7" + out,
+                dir_ + "/e4b.txt"), 0);
+  EXPECT_NE(read_text(dir_ + "/e4b.txt").find("trained on levels 0..6 (its --cond-aug-max); give at most 6"),
+            std::string::npos) << read_text(dir_ + "/e4b.txt");
+  // --sr-respacing is checked against --sampler as --respacing is (it was ignored by the SDE samplers).
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base4," + dir_ + "/sr --sampler pf-ode-heun --steps 3 "
+                "--sr-respacing 5 --num-samples 2 --out " + dir_ + "/x.npz", dir_ + "/e4c.txt"), 0);
+  EXPECT_NE(read_text(dir_ + "/e4c.txt").find("--sr-respacing 5: --sampler pf-ode-heun chooses its own steps"),
+            std::string::npos) << read_text(dir_ + "/e4c.txt");
   EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir_ + "/base4" + out, dir_ + "/e5.txt"), 0);
   EXPECT_NE(read_text(dir_ + "/e5.txt").find("give BASE_RUN,SR_RUN"), std::string::npos) << read_text(dir_ + "/e5.txt");
 }

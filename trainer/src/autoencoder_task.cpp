@@ -60,7 +60,9 @@ class AutoencoderTask final : public TrainTask {
     net->eval();
     const std::string data = config_.data;
     const c10::Device device = device_;
-    return [net, data, device](int64_t begin, int64_t end) mutable {
+    const data::DatasetInfo info = info_;
+    return [net, data, device, info](int64_t begin, int64_t end) mutable {
+      if (begin >= end) return at::empty({0, info.channels, info.height, info.width}, at::kFloat);  // a rank's empty share
       const data::ImageDataset ds = data::ImageDataset::open(data);
       const int64_t count = ds.info().count;
       std::vector<at::Tensor> images;  // image i mod count for index i, in contiguous runs

@@ -59,7 +59,7 @@ at::Tensor super_resolve(model::SuperResUNet& net, const TrainConfig& config,
 }
 
 LoadedSuperRes load_superres_model(const std::string& spec, const std::string& ema, const c10::Device& device) {
-  CheckpointWeights w = load_checkpoint_weights(spec, ema);
+  CheckpointWeights w = load_checkpoint_weights(spec, ema, "--cascade (the SR run)");
   if (w.config.task != "superres") {
     throw std::invalid_argument(spec + ": a --task " + w.config.task + " run, not a super-resolution model; give a "
                                 "run trained with ddpm_train --task superres (the second run of --cascade)");

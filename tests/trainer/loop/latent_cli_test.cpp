@@ -51,6 +51,13 @@ TEST(LatentCli, AutoencoderThenLatentDiffusionThenDdpmSample) {
   EXPECT_EQ(rec.at("count"), 64);
   EXPECT_GT(rec.at("psnr").get<double>(), 0.0);
   EXPECT_NEAR(rec.at("psnr").get<double>(), 10 * std::log10(1 / rec.at("mse").get<double>()), 1e-9);
+  // A likelihood or FID asked of an autoencoder is refused, not answered with the reconstruction error.
+  for (const std::string flag : {" --ode-bpd", " --bpd --ode-bpd", " --fid"}) {
+    EXPECT_NE(run(bin("ddpm_eval") + " --checkpoint " + ae + " --data " + data + flag, dir + "/rec_refused.txt"), 0)
+        << flag;
+    EXPECT_NE(read_text(dir + "/rec_refused.txt").find("is an autoencoder: ddpm_eval gives its reconstruction error"),
+              std::string::npos) << read_text(dir + "/rec_refused.txt");
+  }
 
   const std::string lat = dir + "/latent";
   const std::string latent_flags = common(data, lat, 3) + " --latent " + ae +
@@ -68,6 +75,31 @@ TEST(LatentCli, AutoencoderThenLatentDiffusionThenDdpmSample) {
   const at::Tensor from_npz = data::make_grid(npz, 2).to(at::kInt);
   EXPECT_TRUE(ddpm::testing::tensors_near(from_npz, grid, 0, 1.0, "ddpm_sample (decoded) vs the training grid"));
   EXPECT_GT(npz.to(at::kFloat).std().item<double>(), 1.0) << "decoded samples are not blank";
+
+  // Refused with the flag named (not a c10 error from the classifier's forward on latents, not
+  // silently ignored): classifier guidance of a latent run; the flags of a guidance or cascade
+  // stage that does not run.
+  const std::vector<std::pair<std::string, std::string>> refused = {
+      {" --classifier " + dir + "/no-such-classifier", "is a latent diffusion run (--latent)"},
+      {" --classifier-scale 3", "--classifier-scale requires --classifier"},
+      {" --classifier-ema none", "--classifier-ema requires --classifier"},
+      {" --cond-aug-level 3", "--cond-aug-level requires --cascade"},
+      {" --sr-respacing 2", "--sr-respacing requires --cascade"}};
+  for (const auto& [flag, message] : refused) {
+    EXPECT_NE(run(bin("ddpm_sample") + " --checkpoint " + lat + flag + " --num-samples 2 --respacing 2 --out " + dir +
+                      "/r.npz", dir + "/refused.txt"), 0) << flag;
+    EXPECT_NE(read_text(dir + "/refused.txt").find(message), std::string::npos) << read_text(dir + "/refused.txt");
+  }
+  // A latent base in a cascade: its samples are latents (2x4x4 here), not images of the SR's low resolution.
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + lat + "," + dir + "/no-such-sr --num-samples 2 --out " + dir +
+                    "/r.npz", dir + "/refused.txt"), 0);
+  EXPECT_NE(read_text(dir + "/refused.txt").find("the base is a latent diffusion run (--latent); sample it first"),
+            std::string::npos) << read_text(dir + "/refused.txt");
+  // A missing SR run is named as the --cascade part it is (not as --checkpoint, which the command lacks).
+  EXPECT_NE(run(bin("ddpm_sample") + " --cascade " + dir + "/s.npz," + dir + "/no-such-sr --num-samples 2 --out " + dir +
+                    "/r.npz", dir + "/refused.txt"), 0);
+  EXPECT_NE(read_text(dir + "/refused.txt").find("--cascade (the SR run) " + dir + "/no-such-sr: no such run"),
+            std::string::npos) << read_text(dir + "/refused.txt");
 }
 
 }  // namespace

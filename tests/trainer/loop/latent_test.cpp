@@ -159,6 +159,8 @@ TEST(AutoencoderTask, ImagesAreReconstructionsOfTheTrainingImages) {
   for (const auto& p : task->network().named_parameters()) weights.emplace_back(p.key(), p.value().detach() * 1.1);
   const IndexSampler sampler = task->image_sampler(EvalRequest{weights, SampleRequest{}});
   const at::Tensor got = sampler(62, 66);  // indices 62..65: images 62, 63, 0, 1 of 64
+  // A rank's empty share (--sample-count or --fid-samples below the rank count) is no error.
+  EXPECT_EQ(sampler(5, 5).sizes().vec(), (std::vector<int64_t>{0, 1, 8, 8}));
   model::AutoencoderKL ae(autoencoder_options(c, 1));
   model::load_state_dict(*ae, weights, "scaled weights");
   ae->eval();
