@@ -220,10 +220,11 @@ int main(int argc, char** argv) {
                                  "base samples. BASE.npz,SR_RUN super-resolves stored samples (arr_0)")
                       ->excludes(checkpoint);
   checkpoint->excludes(cascade);
-  auto* sr_respacing = app.add_option("--sr-respacing", a.cascade.respacing, "--cascade: respacing of the super-resolution stage (default: "
-                 "--respacing)");
-  auto* cond_aug_level = app.add_option("--cond-aug-level", a.cascade.level, "--cascade: conditioning-augmentation level of the base samples "
-                 "(default: the SR run's cond_aug_level)");
+  auto* sr_respacing = app.add_option("--sr-respacing", a.cascade.respacing,
+                                      "--cascade: respacing of the super-resolution stage (default: --respacing)");
+  auto* cond_aug_level = app.add_option("--cond-aug-level", a.cascade.level,
+                                        "--cascade: conditioning-augmentation level of the base samples (default: "
+                                        "the SR run's cond_aug_level)");
   app.add_option("--ema", a.ema, "EMA rate to sample from, or none for model.pt (default: the first EMA)");
   app.add_option("--num-samples", a.num_samples, "samples over all ranks")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--batch-size", a.batch_size, "samples per forward on one rank")->capture_default_str()->check(CLI::PositiveNumber);

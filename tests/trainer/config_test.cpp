@@ -214,6 +214,8 @@ TEST(Config, EveryBadInputNamesItsFlagAndTheFix) {
   expect_error(b({"--diffusion-steps", "1"}), {"--diffusion-steps"});
   expect_error(b({"--save-every", "0"}), {"--save-every"});
   expect_error(b({"--task", "gan"}), {"--task", "diffusion"});
+  expect_error(b({"--task", "autoencoder", "--model-overrides", "{\"channels_last\":true}"}),
+               {"--model-overrides", "no U-Net", "--ae-channels"});
 }
 
 TEST(Config, ConfigFileErrorsNameTheFileAndKey) {

@@ -195,6 +195,10 @@ void check_latent(const TrainConfig& c) {
   at_least("z_channels", c.z_channels, 1);
   one_of("ae_loss", c.ae_loss, {"l1", "l2"});
   at_least("kl_weight", c.kl_weight, 0.0);
+  if (c.task == "autoencoder" && !c.model_overrides.empty()) {
+    bad("model_overrides", "is " + c.model_overrides.dump() + ", but --task autoencoder trains no U-Net; its shape is "
+                           "--ae-channels, --ae-factor, --ae-res-blocks and --z-channels: drop --model-overrides");
+  }
   if (!c.latent.empty() && c.task != "diffusion") {
     bad("latent", "is for --task diffusion (diffusion in the autoencoder's latent space), not --task " + c.task);
   }

@@ -6,6 +6,11 @@
 #include <torch/autograd.h>
 #include <torch/nn/module.h>
 
+#include <cstdio>
+#include <set>
+#include <string>
+#include <vector>
+
 
 #include "ddpm/model/unet/encoder_unet.h"
 #include "ddpm/model/unet/state_dict.h"
@@ -59,8 +64,10 @@ class EncoderUNetGolden : public ::testing::TestWithParam<std::string> {
  protected:
   ddpm::data::H5TensorFile g = ddpm::testing::golden("encoder_unet");
   at::Tensor r(const std::string& n) { return g.read(GetParam() + "/" + n); }
-  EncoderUNet loaded() {
-    EncoderUNet net(config(GetParam()));
+  EncoderUNet loaded(bool channels_last = false) {
+    EncoderUNetOptions o = config(GetParam());
+    o.unet.channels_last = channels_last;
+    EncoderUNet net(o);
     const std::string path = ddpm::testing::binary_dir() + "/golden/encoder_unet_" + GetParam() + ".pt";
     ddpm::model::load_state_dict(*net, ddpm::model::load_tensor_dict(path), path);
     net->eval();
@@ -84,6 +91,34 @@ TEST_P(EncoderUNetGolden, LogitsMatchTheReferenceFromTheSameWeightsFile) {
   net->to(at::kDouble);
   const at::Tensor logits64 = net->forward(r("x").to(at::kDouble), r("t"));
   EXPECT_TRUE(tensors_near(logits64, r("logits"), 1e-10, 1e-10, GetParam() + " logits f64"));
+}
+
+// Nodes of the autograd graph behind `t` whose name is `name` (e.g. the layout copies).
+int count_nodes(const at::Tensor& t, const std::string& name) {
+  std::vector<torch::autograd::Node*> todo{t.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  int n = 0;
+  while (!todo.empty()) {
+    torch::autograd::Node* node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node).second) continue;
+    n += node->name() == name;
+    for (const auto& e : node->next_edges()) todo.push_back(e.function.get());
+  }
+  return n;
+}
+
+// The U-Net option channels_last (NHWC activations): the same logits as the reference, and the
+// activations really NHWC (layout copies in the graph: the input's, and the attention's reshapes
+// of NHWC maps, none of which the default layout makes).
+TEST_P(EncoderUNetGolden, ChannelsLastGivesTheSameLogits) {
+  EncoderUNet cl = loaded(true), plain = loaded();
+  const at::Tensor x = r("x").requires_grad_(true);
+  const at::Tensor logits = cl->forward(x, r("t")), ref = plain->forward(x, r("t"));
+  EXPECT_TRUE(tensors_near(logits.detach(), r("logits"), 1e-4, 1e-4, GetParam() + " channels_last logits f32"));
+  const int copies = count_nodes(logits, "CloneBackward0"), plain_copies = count_nodes(ref, "CloneBackward0");
+  std::printf("[graph] %s: %d layout copies with channels_last, %d without\n", GetParam().c_str(), copies, plain_copies);
+  EXPECT_GT(copies, plain_copies);
 }
 
 // What classifier guidance differentiates: d/dx log_softmax(logits)[y], in float64, against

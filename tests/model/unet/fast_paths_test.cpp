@@ -270,8 +270,9 @@ TEST(UNetFusedGroupNorm, CpuFallbackIsThePlainPathBitForBit) {
 // The option against the default layout with the same weights: output (returned NCHW) and every
 // gradient, float64 (within rounding) and float32; the gradients keep the parameters' layout.
 TEST(UNetChannelsLast, MatchesTheDefaultLayoutOnCpu) {
-  for (const auto dtype : {at::kDouble, at::kFloat}) {
+  for (const auto& [dtype, channels] : {std::pair{at::kDouble, 3}, std::pair{at::kFloat, 3}, std::pair{at::kFloat, 1}}) {
     UNetOptions o = small();
+    o.in_channels = o.out_channels = channels;  // 1: an input that is NCHW and NHWC at once
     o.channels_last = true;
     auto [cl, plain] = pair_of(o, [](UNetOptions& v) { v.channels_last = false; }, dtype, at::kCPU);
     const Inputs in = inputs(o, dtype, at::kCPU);
@@ -283,7 +284,9 @@ TEST(UNetChannelsLast, MatchesTheDefaultLayoutOnCpu) {
     EXPECT_EQ(out_plain.grad_fn()->name(), "ConvolutionBackward0");
     for (const auto& [name, g] : a.grads) EXPECT_TRUE(g.is_contiguous()) << name << "'s gradient changed layout";
     const bool f64 = dtype == at::kDouble;
-    expect_same(a, e, f64 ? 1e-9 : 1e-4, f64 ? 1e-11 : 2e-5, std::string("channels_last cpu ") + (f64 ? "float64" : "float32"));
+    expect_same(a, e, f64 ? 1e-9 : 1e-4, f64 ? 1e-11 : 2e-5,
+                std::string("channels_last cpu ") + (f64 ? "float64" : "float32") + ", " + std::to_string(channels) +
+                    " input channel(s)");
   }
 }
 

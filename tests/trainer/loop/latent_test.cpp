@@ -41,6 +41,7 @@ std::string dataset(const std::string& dir) { return shared_tiny_dataset(comm(),
 TrainConfig ae_config(const std::string& data, const std::string& run, int64_t steps) {
   TrainConfig c = tiny_config(data, run, steps);
   c.task = "autoencoder";
+  c.model_overrides = Json::object();  // the tiny U-Net's channels: no U-Net here (refused)
   c.ae_factor = 2;
   c.z_channels = 2;
   c.kl_weight = 1e-3;

@@ -41,7 +41,7 @@ struct UNetOptions {
   // each way (ddpm::ops::group_norm_silu) for CUDA tensors; the CPU always takes the plain chain.
   bool fused_group_norm = true;
   // The activations in channels-last (NHWC) memory from the input conv to the output conv (the
-  // input is converted on entry, the output returned NCHW; the weights keep their layout, so
+  // input and the input conv's output are converted, the output returned NCHW; the weights keep their layout, so
   // gradients, optimizer, EMA and checkpoints are unchanged): cuDNN's tensor-core convolutions
   // take NHWC natively and the fused GroupNorm kernel reads it in place. Off by default: ATen's CPU
   // GroupNorm is much slower in channels-last.
