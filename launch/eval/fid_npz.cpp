@@ -48,7 +48,11 @@ nlohmann::ordered_json run_fid_npz(const FidNpzArgs& a, dist::Communicator& comm
   s.extractor = a.extractor;
   s.data = a.data;
   s.stats_path = a.stats.empty() ? evaluation::default_fid_stats_path(a.data, ".") : a.stats;
-  s.samples = a.samples > 0 ? std::min(a.samples, images.size(0)) : images.size(0);
+  if (a.samples > images.size(0)) {  // a FID of fewer samples than asked for is not the figure asked for
+    throw std::invalid_argument("--fid-samples " + std::to_string(a.samples) + ": --fid-npz " + a.npz + " holds " +
+                                std::to_string(images.size(0)) + " images; give at most that many, or sample more");
+  }
+  s.samples = a.samples > 0 ? a.samples : images.size(0);
   s.sampling = "npz";
   s.batch_size = a.batch > 0 ? a.batch : 250;
   const auto print = [](const std::string& line) { std::cout << line << std::endl; };

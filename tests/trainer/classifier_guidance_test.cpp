@@ -223,6 +223,14 @@ TEST_F(ClassifierGuidance, EvalSamplesFidAndDomainAccuracy) {
   EXPECT_EQ(run(bin("ddpm_eval") + " --fid-npz " + npz + " --data " + data, dir_ + "/bad.txt"), 1);
   EXPECT_NE(read_text(dir_ + "/bad.txt").find("--fid-npz needs --fid-extractor"), std::string::npos)
       << read_text(dir_ + "/bad.txt");
+  // More samples than the file holds: refused, not a FID of fewer samples than asked for.
+  EXPECT_EQ(run(bin("ddpm_eval") + " --fid-npz " + npz + " --data " + data + " --fid-extractor domain:" + net_path +
+                    " --fid-stats " + dir_ + "/stats.h5 --fid-samples 25",
+                dir_ + "/bad.txt"),
+            1);
+  EXPECT_NE(read_text(dir_ + "/bad.txt").find("--fid-samples 25: --fid-npz " + npz + " holds 24 images"),
+            std::string::npos)
+      << read_text(dir_ + "/bad.txt");
 }
 
 }  // namespace
