@@ -28,7 +28,7 @@ Usage:
                              [--only STEPS] [--keep]
       On the GPU machine: unpack FILE (default build/gpu-kit.tgz), run the checks within SECONDS
       (default 480), logs and figures.md into DIR (default: $OUT, else ./gpu-out).
-      STEPS: a comma list of env,ctest,vs_cifar,levers,vs_small (default: all, in this order).
+      STEPS: a comma list of env,ctest,vs_cifar,levers,train,vs_small (default: all, in this order).
       --cpu-smoke: the CPU variants of the benches (small), to exercise the kit without a GPU.
       --keep: keep the unpacked kit (its path is printed). DDPM_PYTHON: the python with torch
       (default /opt/torch/.venv/bin/python3).
@@ -269,6 +269,22 @@ gtest_on_gpu() {
 }
 export -f gtest_on_gpu
 
+# train_throughput PRESET SIZE CHANNELS STEPS [ddpm_train args]: ddpm_train itself (the whole step:
+# read-ahead, loss, all-reduce, AdamW, EMA, logging) on random uint8 images of SIZE x SIZE x
+# CHANNELS (2048 of them; speed does not depend on the pixels), its img/s and per-phase seconds.
+train_throughput() {
+  local preset=$1 size=$2 ch=$3 steps=$4 work="$KIT/train-$1"
+  shift 4
+  mkdir -p "$work"
+  "$DDPM_PYTHON" -c "import numpy as np, sys; np.save(sys.argv[1], np.random.RandomState(0).randint(0, 256, (2048, $size, $size, $ch), dtype=np.uint8))" "$work/images.npy" || return 1
+  "$KIT/build/bin/ddpm_prepare" "$work/images.npy" -o "$work/images.h5" -q || return 1
+  "$KIT/build/bin/ddpm_train" --preset "$preset" --data "$work/images.h5" --run-dir "$work/run" --max-steps "$steps" \
+    --log-every $((steps / 4)) --sample-every 0 --fid-every 0 --save-every 1000000 --metrics-addr none "$@" 2>&1 |
+    grep -aE '^step |img/s|[Ee]rror|done at'
+  return "${PIPESTATUS[0]}"
+}
+export -f train_throughput
+
 KEY_LINES='^gpu tests skipped|^([0-9]+: )?\[(check|time|profile|maxdiff)\]|^\||img/s|Test +#[0-9]+:|tests passed|tests failed|\*\*\*|\[  (PASSED|FAILED) +\]|MISSING|libraries|^torch|^GPU|nvidia-smi|[Ee]rror:|ERROR|what\(\)|not found|Total Test time|gpu_kit.sh:'
 
 # step NAME MAX_SECONDS COMMAND...: run it under timeout within what is left of the budget; the log
@@ -322,7 +338,7 @@ write_figures() {
 }
 
 run() {
-  local kitfile="$ROOT/build/gpu-kit.tgz" only="env,ctest,vs_cifar,levers,vs_small" keep=0
+  local kitfile="$ROOT/build/gpu-kit.tgz" only="env,ctest,vs_cifar,levers,train,vs_small" keep=0
   OUTDIR="${OUT:-$PWD/gpu-out}"
   BUDGET=480
   MODE=gpu
@@ -412,6 +428,7 @@ print(":".join([os.path.join(d, "lib")] + sorted(glob.glob(os.path.join(os.path.
     has levers && step unet_fp32_before 60 "${unet[@]}" "${before[@]}"
     has levers && step unet_fp32_default 60 "${unet[@]}"
     has levers && step group_norm_silu_times 60 bash -c "gtest_on_gpu '$B/test_ops_group_norm_silu' --gtest_filter='*PrintTimes'"
+    has train && step train_ddpm_cifar10_bf16 120 bash -c "train_throughput ddpm-cifar10 32 3 200 --precision bf16"
     has vs_small && step vs_eager_tiny_fmnist 200 "${vs[@]}" "${cuda[@]}" --preset tiny --preset fmnist-small --json "$OUTDIR/vs_eager_small.json"
   else # the same pipeline on the CPU, small
     local -a cpu=(--device cpu --threads 1 --warmup 1 --steps 2 --rounds 1)
@@ -422,6 +439,7 @@ print(":".join([os.path.join(d, "lib")] + sorted(glob.glob(os.path.join(os.path.
     has levers && step unet_cpu_default 60 "${unet[@]}"
     has levers && step group_norm_silu_times 60 "$B/test_ops_group_norm_silu" --gtest_filter='*PrintTimes'
     has vs_small && step vs_eager_fmnist_cpu 200 "${vs[@]}" "${cpu[@]}" --preset fmnist-small --batch 4
+    has train && step train_tiny_cpu 120 bash -c "train_throughput fmnist-demo 16 1 8 --model tiny --global-batch 8 --model-overrides '{\"in_channels\":1,\"out_channels\":1}'"
   fi
   write_figures
   cat "$OUTDIR/sections.md" # the summary last: the run tool returns the end of the output
