@@ -290,6 +290,14 @@ TEST(Config, ResumeComparisonIgnoresSafeKeysOnly) {
   now.resume = "auto";
   now.data = "moved/d.h5";
   EXPECT_TRUE(resume_differences(to_json(saved), to_json(now)).empty());
+  // --latent: another path for a latent run's autoencoder (moved; the checkpoint carries it) is no
+  // difference; a pixel run made latent is.
+  TrainConfig latent_saved = saved, latent_now = now;
+  latent_saved.latent = "runs/ae";
+  latent_now.latent = "moved/ae";
+  EXPECT_TRUE(resume_differences(to_json(latent_saved), to_json(latent_now)).empty());
+  ASSERT_EQ(resume_differences(to_json(saved), to_json(latent_now)).size(), 1u);
+  EXPECT_EQ(resume_differences(to_json(saved), to_json(latent_now))[0].rfind("latent", 0), 0u);
   EXPECT_NO_THROW(check_resume_config(to_json(saved), to_json(now), "runs/x/config.json"));
   now.lr = 1e-3;
   now.schedule = "linear";

@@ -112,7 +112,8 @@ std::vector<Field> build_fields() {
       make("kl_weight", latent, "autoencoder loss: rec + kl_weight * KL(q(z|x) || N(0, I)) / (C H W)",
            &C::kl_weight),
       make("latent", latent, "train the diffusion on the latents of this autoencoder run (run dir or checkpoint "
-           "folder of ddpm_train_autoencoder; its first EMA); the U-Net's in/out channels must be z_channels",
+           "folder of ddpm_train_autoencoder; its first EMA); the U-Net's in/out channels must be z_channels; "
+           "may name another path on resume (a moved run): the checkpoint carries the autoencoder it trained with",
            &C::latent),
       make("seed", run, "seed of parameters, noise, timesteps and data order", &C::seed),
       make("collective_timeout", run, "seconds a rank may wait inside one collective before every rank is "

@@ -317,11 +317,17 @@ std::vector<std::string> resume_differences(const Json& saved, const Json& now) 
     const detail::Field* f = detail::find_field(key);
     return (f && f->key.safe_on_resume) || detail::retired_key(key);
   };
+  // --latent may name the autoencoder run's new place (the checkpoint carries the autoencoder),
+  // not turn a pixel run into a latent one or back.
+  const auto moved_latent = [](const std::string& key, const Json& a, const Json& b) {
+    return key == "latent" && a.is_string() && b.is_string() && !a.get<std::string>().empty() &&
+           !b.get<std::string>().empty();
+  };
   for (const auto& [key, value] : saved.items()) {
     if (safe(key)) continue;
     if (!now.contains(key)) {
       out.push_back(key + " (saved " + value.dump() + ", now absent)");
-    } else if (now.at(key) != value) {
+    } else if (now.at(key) != value && !moved_latent(key, value, now.at(key))) {
       out.push_back(key + " (saved " + value.dump() + ", now " + now.at(key).dump() + ")");
     }
   }

@@ -62,10 +62,21 @@ data::DatasetInfo latent_info(const TrainConfig& config, const data::DatasetInfo
   return z;
 }
 
+// The --latent run's codec; a run that cannot be loaded is an error that says what to do when it
+// has moved since this run started (resume takes the codec saved in the checkpoint anyway).
+LatentCodec load_latent_codec(const TrainConfig& config, const c10::Device& device) {
+  try {
+    return load_autoencoder_checkpoint(config.latent, device);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string(e.what()) + " (resuming a run whose autoencoder run has moved? give "
+                                "--latent its new path: the checkpoint carries the autoencoder it trained with)");
+  }
+}
+
 class LatentDiffusionTask final : public TrainTask {
  public:
   LatentDiffusionTask(const TrainConfig& config, const data::DatasetInfo& info, const c10::Device& device)
-      : config_(config), device_(device), codec_(load_autoencoder_checkpoint(config.latent, device)) {
+      : config_(config), device_(device), codec_(load_latent_codec(config, device)) {
     const data::DatasetInfo z = latent_info(config_, info, codec_);
     latent_chw_ = {z.channels, z.height, z.width};
     diffusion_ = make_diffusion_task(config_, z, device_);

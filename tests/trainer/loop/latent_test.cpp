@@ -241,20 +241,28 @@ TEST(LatentDiffusion, DecodeUndoesTheScaleOfEncode) {
                                           "decode(encode(x)) = reconstruction"));
 }
 
+// The resumed leg finds the autoencoder run moved and is given its new path (--latent may change
+// on resume: the checkpoint carries the autoencoder): still bit-exact.
 TEST(LatentDiffusion, BitExactResumeAfterSigterm) {
   const std::string dir = shared_dir("bitexact");
   const std::string data = dataset(dir);
-  const std::string ae = trained_autoencoder(dir, data);
+  const std::string ae = trained_autoencoder(dir, data), moved = ae + "-moved";
+  int stopped_legs = 0;
   check_bit_exact_resume([&](const std::string& run) {
     TrainConfig c = latent_config(data, dir + "/" + run, ae, 12);
     c.sample_every = 5;
+    if (run == "stopped" && ++stopped_legs == 2) {  // the resume
+      if (comm().rank() == 0) std::filesystem::rename(ae, moved);
+      comm().barrier();
+      c.latent = moved;
+    }
     return c;
   });
   // The checkpoint carries the scale factor and the autoencoder it was trained with.
   const TrainState s = load_checkpoint(dir + "/stopped/checkpoints/000012");
   EXPECT_TRUE(has_latent_state(s.sampler));
   const LatentCodec saved = latent_codec_from_state(s.sampler, at::kCPU, "checkpoint");
-  const LatentCodec source = load_autoencoder_checkpoint(ae, at::kCPU);
+  const LatentCodec source = load_autoencoder_checkpoint(moved, at::kCPU);
   EXPECT_TRUE(dicts_identical(model::state_dict(*saved.ae), model::state_dict(*source.ae), "autoencoder in checkpoint"));
   EXPECT_GT(saved.scale_factor, 0.0);
 }
@@ -308,6 +316,8 @@ TEST(LatentDiffusion, SettingsThatDoNotFitAreClearErrors) {
   c = latent_config(data, dir + "/run", ae, 1);
   c.latent = data;  // an HDF5 file, not a run
   EXPECT_NE(message(c).find("--latent"), std::string::npos) << message(c);
+  c.latent = dir + "/no-such-run";  // e.g. moved since the run started: the error says what to do
+  EXPECT_NE(message(c).find("give --latent its new path"), std::string::npos) << message(c);
   TrainConfig a = ae_config(data, dir + "/run", 1);
   a.latent = ae;
   EXPECT_NE(message(a).find("--latent (key \"latent\"): is for --task diffusion"), std::string::npos) << message(a);
