@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -42,41 +41,16 @@ TrainConfig classifier_config(const std::string& data, const std::string& run_di
   return c;
 }
 
-std::vector<Json> train_records(const std::string& run_dir) {
-  std::ifstream in(run_dir + "/log.jsonl");
-  std::vector<Json> out;
-  for (std::string line; std::getline(in, line);) {
-    Json j = Json::parse(line);
-    if (j.value("event", "") == "train") out.push_back(std::move(j));
-  }
-  return out;
-}
 
 TEST(ClassifierLoop, BitExactResumeAfterSigterm) {
   const std::string dir = shared_dir("bitexact");
   const std::string data = dataset(dir);
-  const TrainOutcome straight = train(classifier_config(data, dir + "/straight", 10), comm(), at::kCPU, quiet_hooks());
-  ASSERT_EQ(straight.exit_code, 0);
-  TrainHooks stop = quiet_hooks();
-  stop.after_step = [&](int64_t step) {
-    if (step == 5 && comm().rank() == comm().world_size() - 1) std::raise(SIGTERM);
-  };
-  const TrainOutcome first = train(classifier_config(data, dir + "/stopped", 10), comm(), at::kCPU, stop);
-  EXPECT_EQ(first.exit_code, kRequeueExitCode);
-  ASSERT_EQ(first.step, 5);
-  const TrainOutcome second = train(classifier_config(data, dir + "/stopped", 10), comm(), at::kCPU, quiet_hooks());
-  EXPECT_EQ(second.exit_code, 0);
-  EXPECT_EQ(second.resumed_from, 5);
-  ASSERT_EQ(second.step, 10);
-
-  const TrainState a = load_checkpoint(straight.checkpoint), b = load_checkpoint(second.checkpoint);
-  EXPECT_TRUE(dicts_identical(a.model, b.model, "classifier model"));
+  std::pair<TrainState, TrainState> states;
+  ASSERT_NO_FATAL_FAILURE(check_bit_exact_resume(
+      comm(), [&](const std::string& run) { return classifier_config(data, dir + "/" + run, 10); }, 10, 5,
+      "classifier", states));
+  const TrainState& a = states.first;
   ASSERT_EQ(a.emas.size(), 2u);
-  for (size_t i = 0; i < a.emas.size(); ++i) {
-    EXPECT_TRUE(dicts_identical(a.emas[i].second, b.emas[i].second, "classifier ema " + std::to_string(a.emas[i].first)));
-  }
-  EXPECT_TRUE(dicts_identical(a.optimizer, b.optimizer, "classifier optimizer"));
-  EXPECT_EQ(a.data_cursor, b.data_cursor);
   // model.pt holds guided-diffusion's EncoderUNetModel names.
   EXPECT_EQ(a.model.back().first, "out.2.c_proj.bias");
   EXPECT_EQ(a.model.back().second.sizes(), at::IntArrayRef({4}));

@@ -8,7 +8,6 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -59,39 +58,6 @@ TrainConfig latent_config(const std::string& data, const std::string& run, const
   return c;
 }
 
-// Stops the run (SIGTERM on the last rank) after `step`.
-TrainHooks stop_after(int64_t at) {
-  TrainHooks h = quiet_hooks();
-  h.after_step = [at](int64_t step) {
-    if (step == at && comm().rank() == comm().world_size() - 1) std::raise(SIGTERM);
-  };
-  return h;
-}
-
-void expect_identical(const TrainState& a, const TrainState& b) {
-  EXPECT_TRUE(dicts_identical(a.model, b.model, "model"));
-  ASSERT_EQ(a.emas.size(), b.emas.size());
-  for (size_t i = 0; i < a.emas.size(); ++i) {
-    EXPECT_TRUE(dicts_identical(a.emas[i].second, b.emas[i].second, "ema " + std::to_string(a.emas[i].first)));
-  }
-  EXPECT_TRUE(dicts_identical(a.optimizer, b.optimizer, "optimizer"));
-  EXPECT_TRUE(dicts_identical(a.sampler, b.sampler, "task state"));
-  EXPECT_EQ(a.data_cursor, b.data_cursor);
-}
-
-// 12 steps straight vs stopped at 6 and resumed: every tensor of the final checkpoint identical.
-void check_bit_exact_resume(const std::function<TrainConfig(const std::string&)>& config) {
-  const TrainOutcome straight = train(config("straight"), comm(), at::kCPU, quiet_hooks());
-  ASSERT_EQ(straight.step, 12);
-  const TrainOutcome first = train(config("stopped"), comm(), at::kCPU, stop_after(6));
-  ASSERT_EQ(first.exit_code, kRequeueExitCode);
-  ASSERT_EQ(first.step, 6);
-  const TrainOutcome second = train(config("stopped"), comm(), at::kCPU, quiet_hooks());
-  ASSERT_EQ(second.exit_code, 0);
-  EXPECT_EQ(second.resumed_from, 6);
-  expect_identical(load_checkpoint(straight.checkpoint), load_checkpoint(second.checkpoint));
-}
-
 // A short autoencoder run shared by the latent tests.
 std::string trained_autoencoder(const std::string& dir, const std::string& data) {
   TrainConfig c = ae_config(data, dir + "/ae", 4);
@@ -99,26 +65,19 @@ std::string trained_autoencoder(const std::string& dir, const std::string& data)
   return c.run_dir;
 }
 
-std::vector<Json> train_records(const std::string& run_dir) {
-  std::ifstream in(run_dir + "/log.jsonl");
-  std::vector<Json> out;
-  for (std::string line; std::getline(in, line);) {
-    const Json j = Json::parse(line);
-    if (j.value("event", "") == "train") out.push_back(j);
-  }
-  return out;
-}
 
 // ---- --task autoencoder ---------------------------------------------------------------------
 
 TEST(AutoencoderTask, BitExactResumeAfterSigterm) {
   const std::string dir = shared_dir("ae_bitexact");
   const std::string data = dataset(dir);
-  check_bit_exact_resume([&](const std::string& run) {
+  auto config = [&](const std::string& run) {
     TrainConfig c = ae_config(data, dir + "/" + run, 12);
     c.sample_every = 5;  // reconstruction grids in between must not shift the random streams
     return c;
-  });
+  };
+  std::pair<TrainState, TrainState> states;
+  ASSERT_NO_FATAL_FAILURE(check_bit_exact_resume(comm(), config, 12, 6, "autoencoder", states));
 }
 
 TEST(AutoencoderTask, ReconstructionErrorFallsAndTheLogNamesItsTerms) {
@@ -248,7 +207,7 @@ TEST(LatentDiffusion, BitExactResumeAfterSigterm) {
   const std::string data = dataset(dir);
   const std::string ae = trained_autoencoder(dir, data), moved = ae + "-moved";
   int stopped_legs = 0;
-  check_bit_exact_resume([&](const std::string& run) {
+  auto config = [&](const std::string& run) {
     TrainConfig c = latent_config(data, dir + "/" + run, ae, 12);
     c.sample_every = 5;
     if (run == "stopped" && ++stopped_legs == 2) {  // the resume
@@ -257,9 +216,11 @@ TEST(LatentDiffusion, BitExactResumeAfterSigterm) {
       c.latent = moved;
     }
     return c;
-  });
+  };
+  std::pair<TrainState, TrainState> states;
+  ASSERT_NO_FATAL_FAILURE(check_bit_exact_resume(comm(), config, 12, 6, "latent diffusion", states));
   // The checkpoint carries the scale factor and the autoencoder it was trained with.
-  const TrainState s = load_checkpoint(dir + "/stopped/checkpoints/000012");
+  const TrainState& s = states.second;
   EXPECT_TRUE(has_latent_state(s.sampler));
   const LatentCodec saved = latent_codec_from_state(s.sampler, at::kCPU, "checkpoint");
   const LatentCodec source = load_autoencoder_checkpoint(moved, at::kCPU);

@@ -2,12 +2,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 
 #include "ddpm/data/dataset.h"
 #include "ddpm/dist/communicator.h"
 #include "ddpm/dist/context.h"
+#include "ddpm/trainer/signals.h"
 #include "testing/testing.h"
 #include "trainer/loop/loop_fixtures.h"
 
@@ -109,6 +112,54 @@ TrainHooks quiet_hooks() {
   TrainHooks h;
   h.print = [](const std::string&) {};
   return h;
+}
+
+TrainHooks stop_after(dist::Communicator& comm, int64_t at) {
+  TrainHooks h = quiet_hooks();
+  h.after_step = [&comm, at](int64_t step) {
+    if (step == at && comm.rank() == comm.world_size() - 1) std::raise(SIGTERM);  // one rank is enough
+  };
+  return h;
+}
+
+void expect_states_identical(const TrainState& a, const TrainState& b, const std::string& label) {
+  EXPECT_TRUE(dicts_identical(a.model, b.model, label + " model"));
+  ASSERT_EQ(a.emas.size(), b.emas.size());
+  for (size_t i = 0; i < a.emas.size(); ++i) {
+    EXPECT_EQ(a.emas[i].first, b.emas[i].first);
+    EXPECT_TRUE(dicts_identical(a.emas[i].second, b.emas[i].second, label + " ema " + std::to_string(a.emas[i].first)));
+  }
+  EXPECT_TRUE(dicts_identical(a.optimizer, b.optimizer, label + " optimizer"));
+  EXPECT_TRUE(dicts_identical(a.sampler, b.sampler, label + " task state"));
+  EXPECT_EQ(a.data_cursor, b.data_cursor);
+}
+
+void check_bit_exact_resume(dist::Communicator& comm, const std::function<TrainConfig(const std::string&)>& config,
+                            int64_t steps, int64_t stop_at, const std::string& label,
+                            std::pair<TrainState, TrainState>& states) {
+  const TrainOutcome straight = train(config("straight"), comm, at::kCPU, quiet_hooks());
+  ASSERT_EQ(straight.exit_code, 0);
+  ASSERT_EQ(straight.step, steps);
+  const TrainOutcome first = train(config("stopped"), comm, at::kCPU, stop_after(comm, stop_at));
+  EXPECT_EQ(first.exit_code, kRequeueExitCode);
+  ASSERT_EQ(first.step, stop_at);
+  ASSERT_TRUE(std::filesystem::exists(first.checkpoint + "/model.pt")) << first.checkpoint;
+  const TrainOutcome second = train(config("stopped"), comm, at::kCPU, quiet_hooks());
+  EXPECT_EQ(second.exit_code, 0);
+  EXPECT_EQ(second.resumed_from, stop_at);
+  ASSERT_EQ(second.step, steps);
+  states = {load_checkpoint(straight.checkpoint), load_checkpoint(second.checkpoint)};
+  expect_states_identical(states.first, states.second, label);
+}
+
+std::vector<Json> train_records(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/log.jsonl");
+  std::vector<Json> out;
+  for (std::string line; std::getline(in, line);) {
+    Json j = Json::parse(line);
+    if (j.value("event", "") == "train") out.push_back(std::move(j));
+  }
+  return out;
 }
 
 int run_tests_on_every_rank(int argc, char** argv, std::unique_ptr<dist::Communicator>& comm) {

@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <csignal>
 #include <filesystem>
 
 #include "ddpm/data/dataset.h"
@@ -54,29 +53,10 @@ TEST(SuperResLoop, BitExactResumeAfterSigterm) {
     c.sample_every = 5;  // grids in between must not shift the random streams
     return c;
   };
-  const TrainOutcome straight = train(config("straight"), comm(), at::kCPU, quiet_hooks());
-  ASSERT_EQ(straight.exit_code, 0);
-  ASSERT_EQ(straight.step, 12);
-  TrainHooks stop = quiet_hooks();
-  stop.after_step = [&](int64_t step) {
-    if (step == 6 && comm().rank() == comm().world_size() - 1) std::raise(SIGTERM);
-  };
-  const TrainOutcome first = train(config("stopped"), comm(), at::kCPU, stop);
-  EXPECT_EQ(first.exit_code, kRequeueExitCode);
-  ASSERT_EQ(first.step, 6);
-  const TrainOutcome second = train(config("stopped"), comm(), at::kCPU, quiet_hooks());
-  EXPECT_EQ(second.resumed_from, 6);
-  ASSERT_EQ(second.step, 12);
-
-  const TrainState a = load_checkpoint(straight.checkpoint), b = load_checkpoint(second.checkpoint);
-  EXPECT_TRUE(dicts_identical(a.model, b.model, "superres model"));
+  std::pair<TrainState, TrainState> states;
+  ASSERT_NO_FATAL_FAILURE(check_bit_exact_resume(comm(), config, 12, 6, "superres", states));
+  const TrainState& a = states.first;
   ASSERT_EQ(a.emas.size(), 2u);
-  for (size_t i = 0; i < a.emas.size(); ++i) {
-    EXPECT_TRUE(dicts_identical(a.emas[i].second, b.emas[i].second, "superres ema " + std::to_string(a.emas[i].first)));
-  }
-  EXPECT_TRUE(dicts_identical(a.optimizer, b.optimizer, "superres optimizer"));
-  EXPECT_TRUE(dicts_identical(a.sampler, b.sampler, "superres timestep sampler"));
-  EXPECT_EQ(a.data_cursor, b.data_cursor);
   // The network is the SuperResUNet with the level embedding: 2C input channels, aug_embed last.
   EXPECT_EQ(a.model.front().first, "time_embed.0.weight");
   EXPECT_EQ(a.model.back().first, "aug_embed.2.bias");
