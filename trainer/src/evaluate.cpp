@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "ddpm/dist/communicator.h"
 #include "ddpm/model/diffusion/ode_likelihood.h"
@@ -22,6 +23,17 @@ constexpr int64_t kBpdImagesPerCall = 256;
 std::vector<double> to_vector(const at::Tensor& t) {
   const at::Tensor c = t.to(at::kDouble).contiguous().cpu();
   return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+// This rank's float64 sums [count, ...] added over every rank, on the host, with the count of
+// images; throws naming `what` when no rank had any.
+std::pair<at::Tensor, int64_t> sum_over_ranks(const at::Tensor& sums, dist::Communicator& comm, const char* what) {
+  at::Tensor reduced = sums.to(comm.device());
+  comm.all_reduce(reduced, dist::ReduceOp::kSum);
+  reduced = reduced.cpu();
+  const auto count = static_cast<int64_t>(reduced[0].item<double>() + 0.5);
+  TORCH_CHECK(count > 0, what, ": no images on any rank");
+  return {reduced, count};
 }
 
 }  // namespace
@@ -57,13 +69,10 @@ BpdSummary evaluate_bpd(model::UNet& unet, const diffusion::GaussianDiffusion& d
     sums.slice(0, 3 + 2 * T, 3 + 3 * T).add_(terms.xstart_mse.to(at::kDouble).sum(0).cpu());
     if (progress) progress(b + 1, batches);
   }
-  at::Tensor reduced = sums.to(comm.device());
-  comm.all_reduce(reduced, dist::ReduceOp::kSum);
-  reduced = reduced.cpu();
+  const auto [reduced, count] = sum_over_ranks(sums, comm, "evaluate_bpd");
   BpdSummary s;
   s.num_timesteps = T;
-  s.count = static_cast<int64_t>(reduced[0].item<double>() + 0.5);
-  TORCH_CHECK(s.count > 0, "evaluate_bpd: no images on any rank");
+  s.count = count;
   const at::Tensor mean = reduced / static_cast<double>(s.count);
   s.total_bpd = mean[1].item<double>();
   s.prior_bpd = mean[2].item<double>();
@@ -140,13 +149,10 @@ OdeBpdSummary evaluate_ode_bpd(model::UNet& unet, const diffusion::GaussianDiffu
     sums[3].add_((-r.prior_log_p.cpu() / (dims * ln2)).sum());
     if (progress) progress(b + 1, batches);
   }
-  at::Tensor reduced = sums.to(comm.device());
-  comm.all_reduce(reduced, dist::ReduceOp::kSum);
-  reduced = reduced.cpu();
+  const auto [reduced, count] = sum_over_ranks(sums, comm, "evaluate_ode_bpd");
   OdeBpdSummary s;
   s.steps = steps;
-  s.count = static_cast<int64_t>(reduced[0].item<double>() + 0.5);
-  TORCH_CHECK(s.count > 0, "evaluate_ode_bpd: no images on any rank");
+  s.count = count;
   const double c = static_cast<double>(s.count);
   s.bpd = reduced[1].item<double>() / c;
   s.prior_bpd = reduced[3].item<double>() / c;
