@@ -14,12 +14,12 @@ import os
 import sys
 
 import h5py
-import numpy as np
 import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from unet_reference import AttentionBlock, Downsample, EmbedSequential, GroupNorm32, ResBlock, timestep_embedding, zero  # noqa: E402
+from unet_reference import (AttentionBlock, Downsample, EmbedSequential, GroupNorm32, ResBlock,  # noqa: E402
+                            randomise_and_save, timestep_embedding, write_layout, zero)
 
 
 class AttentionPool2d(nn.Module):
@@ -115,10 +115,7 @@ def golden(out):
         for i, (name, cfg) in enumerate(CONFIGS.items()):
             torch.manual_seed(200 + i)
             model = EncoderUNet(**cfg).eval()
-            with torch.no_grad():  # randomise everything, the zero-initialised convolutions too
-                for p in model.parameters():
-                    p.add_(0.05 * torch.randn_like(p))
-            torch.save(dict(model.state_dict()), f"{base}_{name}.pt")
+            randomise_and_save(model, f"{base}_{name}.pt")
             n, s = 3, cfg["image_size"]
             x = torch.randn(n, cfg["in_channels"], s, s)
             t = torch.tensor([0, 517, 999], dtype=torch.int64)
@@ -127,13 +124,7 @@ def golden(out):
             f[f"{name}/x"] = x.numpy()
             f[f"{name}/t"] = t.numpy()
             f[f"{name}/logits"] = logits.numpy()
-            f[f"{name}/num_params"] = np.array([sum(p.numel() for p in model.parameters())], dtype=np.int64)
-            keys = list(model.state_dict().keys())
-            f[f"{name}/keys"] = np.frombuffer("\n".join(keys).encode(), dtype=np.uint8)
-            shapes = np.full((len(keys), 4), -1, dtype=np.int64)  # padded to 4 dims with -1
-            for j, v in enumerate(model.state_dict().values()):
-                shapes[j, :v.dim()] = list(v.shape)
-            f[f"{name}/shapes"] = shapes
+            write_layout(f, name, model)
 
 
 def main():

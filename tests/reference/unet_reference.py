@@ -288,18 +288,35 @@ def forward_flops(model, x, t, y):
     return fc.get_total_flops() / x.shape[0]
 
 
+def randomise_and_save(model, path):
+    """Every parameter + 0.05 N(0, 1) (the zero-initialised layers too), saved to `path` as a plain
+    dict: ddpm's loader does not read the OrderedDict-with-_metadata that torch.save(model.state_dict())
+    writes (see the U-Net note)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save(dict(model.state_dict()), path)
+
+
+def write_layout(f, name, model):
+    """name/keys (newline-joined), name/shapes (one row per key, padded to 4 dims with -1) and
+    name/num_params: what the C++ tests compare the state_dict with."""
+    keys = list(model.state_dict().keys())
+    f[f"{name}/keys"] = np.frombuffer("\n".join(keys).encode(), dtype=np.uint8)
+    shapes = np.full((len(keys), 4), -1, dtype=np.int64)
+    for j, v in enumerate(model.state_dict().values()):
+        shapes[j, :v.dim()] = list(v.shape)
+    f[f"{name}/shapes"] = shapes
+    f[f"{name}/num_params"] = np.array([sum(p.numel() for p in model.parameters())], dtype=np.int64)
+
+
 def golden(out):
     base = os.path.splitext(out)[0]
     with h5py.File(out, "w") as f:
         for i, (name, cfg) in enumerate(CONFIGS.items()):
             torch.manual_seed(100 + i)
             model = UNet(**cfg).eval()
-            with torch.no_grad():  # randomise everything, the zero-initialised convolutions too
-                for p in model.parameters():
-                    p.add_(0.05 * torch.randn_like(p))
-            # A plain dict: ddpm's loader does not read the OrderedDict-with-_metadata that
-            # torch.save(model.state_dict()) writes (see the U-Net note).
-            torch.save(dict(model.state_dict()), f"{base}_{name}.pt")
+            randomise_and_save(model, f"{base}_{name}.pt")
             n, s = 3, cfg["image_size"]
             x = torch.randn(n, cfg["in_channels"], s, s)
             t = torch.tensor([0, 517, 999], dtype=torch.int64)
@@ -314,14 +331,7 @@ def golden(out):
             f[f"{name}/t"] = t.numpy()
             f[f"{name}/out"] = out64.numpy()
             f[f"{name}/flops"] = np.array([flops], dtype=np.float64)
-            f[f"{name}/num_params"] = np.array([sum(p.numel() for p in model.parameters())], dtype=np.int64)
-            keys = list(model.state_dict().keys())
-            f[f"{name}/keys"] = np.frombuffer("\n".join(keys).encode(), dtype=np.uint8)
-            # shapes padded to 4 dims with -1, one row per key
-            shapes = np.full((len(keys), 4), -1, dtype=np.int64)
-            for j, v in enumerate(model.state_dict().values()):
-                shapes[j, :v.dim()] = list(v.shape)
-            f[f"{name}/shapes"] = shapes
+            write_layout(f, name, model)
             if name in GRAD_CONFIGS:
                 golden_gradients(f, name, model, x.double(), t, y, out64)
         golden_superres(f, base)
@@ -349,10 +359,7 @@ def golden_superres(f, base):
         low = cfg.pop("low_res")
         torch.manual_seed(200 + i)
         model = SuperResModel(**cfg).eval()
-        with torch.no_grad():  # randomise everything, the zero-initialised layers too
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        torch.save(dict(model.state_dict()), f"{base}_{name}.pt")
+        randomise_and_save(model, f"{base}_{name}.pt")
         n, s, c = 3, cfg["image_size"], cfg["in_channels"]
         x = torch.randn(n, c, s, s)
         t = torch.tensor([0, 517, 999], dtype=torch.int64)
@@ -367,13 +374,7 @@ def golden_superres(f, base):
             f[f"{name}/aug_level"] = aug.numpy()
         f[f"{name}/out"] = out64.numpy()
         f[f"{name}/upsampled"] = F.interpolate(low_res.double(), (s, s), mode="bilinear", align_corners=False).numpy()
-        keys = list(model.state_dict().keys())
-        f[f"{name}/keys"] = np.frombuffer("\n".join(keys).encode(), dtype=np.uint8)
-        shapes = np.full((len(keys), 4), -1, dtype=np.int64)
-        for j, v in enumerate(model.state_dict().values()):
-            shapes[j, :v.dim()] = list(v.shape)
-        f[f"{name}/shapes"] = shapes
-        f[f"{name}/num_params"] = np.array([sum(p.numel() for p in model.parameters())], dtype=np.int64)
+        write_layout(f, name, model)
 
 def count():
     for name, cfg in PRESETS.items():
