@@ -24,6 +24,10 @@ std::string env_or(const char* name, const std::string& fallback) {
 std::string source_dir() { return env_or("DDPM_SOURCE_DIR", "."); }
 std::string binary_dir() { return env_or("DDPM_BINARY_DIR", "."); }
 
+std::string bin(const std::string& name) { return binary_dir() + "/bin/" + name; }
+
+std::string mpirun(int np) { return std::string(DDPM_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe "; }
+
 data::H5TensorFile golden(const std::string& name) {
   return data::H5TensorFile::open_read(binary_dir() + "/golden/" + name + ".h5");
 }

@@ -21,6 +21,10 @@ std::string source_dir();
 std::string binary_dir();
 // A fresh empty folder under build/tmp/ for this test.
 std::string temp_dir(const std::string& name);
+// build/bin/NAME, a program of this build; and the command prefix that starts `np` ranks of one
+// (mpiexec -np N --oversubscribe; the OpenMPI settings come from the test's environment).
+std::string bin(const std::string& name);
+std::string mpirun(int np);
 
 // |actual - expected| <= atol + rtol * |expected| elementwise (compared in float64, same shape).
 // Always prints "[maxdiff] label: abs A rel R (atol, rtol)" so logs show how close we are.

@@ -5,5 +5,4 @@ ddpm_add_reference(fid_train fid_train_reference.py --module ${PROJECT_BINARY_DI
 ddpm_add_test(fid_train SOURCES fid_train_test.cpp $<TARGET_OBJECTS:ddpm_loop_fixtures>
               LIBS ddpm::trainer LABELS cpu mpi FIXTURES golden_fid_train TIMEOUT 300)
 target_include_directories(test_fid_train PRIVATE ${PROJECT_SOURCE_DIR}/tests)
-target_compile_definitions(test_fid_train PRIVATE DDPM_MPIEXEC="${MPIEXEC_EXECUTABLE}")
 add_dependencies(test_fid_train ddpm_train ddpm_eval ddpm_sample)

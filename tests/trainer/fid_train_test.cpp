@@ -34,10 +34,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string bin(const std::string& name) { return ddpm::testing::binary_dir() + "/bin/" + name; }
-std::string mpirun(int np) {
-  return std::string(DDPM_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe ";
-}
+using ddpm::testing::bin;
+using ddpm::testing::mpirun;
 std::string golden_path(const std::string& file) { return ddpm::testing::binary_dir() + "/golden/" + file; }
 
 using ddpm::testing::read_text;

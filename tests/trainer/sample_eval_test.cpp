@@ -35,11 +35,8 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kImages = 6, kClasses = 3;
 
-std::string bin(const std::string& name) { return ddpm::testing::binary_dir() + "/bin/" + name; }
-// The OpenMPI settings come from the test's environment (ddpm_add_test: launch/openmpi.env).
-std::string mpirun(int np) {
-  return std::string(DDPM_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe ";
-}
+using ddpm::testing::bin;
+using ddpm::testing::mpirun;  // the OpenMPI settings come from the test's environment
 
 using ddpm::testing::read_text;
 

@@ -4,5 +4,4 @@
 ddpm_add_test(superres_cascade SOURCES superres_test.cpp LIBS ddpm::trainer LABELS cpu mpi
               FIXTURES golden_fid_train TIMEOUT 300)
 target_include_directories(test_superres_cascade PRIVATE ${PROJECT_SOURCE_DIR}/tests)
-target_compile_definitions(test_superres_cascade PRIVATE DDPM_MPIEXEC="${MPIEXEC_EXECUTABLE}")
 add_dependencies(test_superres_cascade ddpm_sample ddpm_eval)

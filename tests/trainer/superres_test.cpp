@@ -34,8 +34,8 @@ using ddpm::testing::read_text;
 
 constexpr int64_t kImages = 64;
 
-std::string bin(const std::string& name) { return ddpm::testing::binary_dir() + "/bin/" + name; }
-std::string mpirun(int np) { return std::string(DDPM_MPIEXEC) + " -np " + std::to_string(np) + " --oversubscribe "; }
+using ddpm::testing::bin;
+using ddpm::testing::mpirun;
 int run(const std::string& cmd, const std::string& log) { return ddpm::testing::run_command(cmd, log, /*cpu_only=*/true); }
 
 std::string file_bytes(const std::string& path) {

@@ -21,7 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 using ddpm::testing::read_text;
 
-std::string bin(const std::string& name) { return ddpm::testing::binary_dir() + "/bin/" + name; }
+using ddpm::testing::bin;
 int run(const std::string& cmd, const std::string& log) { return ddpm::testing::run_command(cmd, log, true); }
 
 std::string common(const std::string& data, const std::string& run_dir, int64_t steps) {

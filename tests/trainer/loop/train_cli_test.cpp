@@ -23,7 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string train_bin() { return ddpm::testing::binary_dir() + "/bin/ddpm_train"; }
+std::string train_bin() { return ddpm::testing::bin("ddpm_train"); }
 
 using ddpm::testing::read_text;
 
@@ -112,7 +112,7 @@ TEST(TrainCli, ResumeOnADifferentWorldSize) {
   const std::string dir = fresh_dir("world");
   const std::string data = dir + "/bars.h5";
   write_tiny_dataset(data, 80);
-  const std::string mpirun = std::string(DDPM_MPIEXEC) + " -np 2 --oversubscribe ";
+  const std::string mpirun = ddpm::testing::mpirun(2);
   ASSERT_EQ(run(mpirun + train_bin() + tiny_flags(data, dir + "/a", 4), dir + "/a1.txt"), 0) << read_text(dir + "/a1.txt");
   ASSERT_EQ(run(train_bin() + tiny_flags(data, dir + "/a", 8), dir + "/a2.txt"), 0) << read_text(dir + "/a2.txt");
   const std::string resumed = read_text(dir + "/a2.txt");
