@@ -231,6 +231,13 @@ at::Tensor TimestepEmbedSequentialImpl::forward(const at::Tensor& x, const at::T
   return h;
 }
 
+at::Tensor input_conv_forward(TimestepEmbedSequential& first, const at::Tensor& x, const at::Tensor& emb,
+                              bool channels_last) {
+  if (!channels_last) return first->forward(x, emb);
+  constexpr auto nhwc = at::MemoryFormat::ChannelsLast;
+  return first->forward(x.contiguous(nhwc), emb).contiguous(nhwc);  // (N, C, H, W) in NHWC memory
+}
+
 double TimestepEmbedSequentialImpl::flops(int64_t& h, int64_t& w) const {
   double f = 0;
   for (const auto& l : layers_) {

@@ -143,10 +143,8 @@ at::Tensor EncoderUNetImpl::forward(const at::Tensor& x, const at::Tensor& t) {
   const auto dtype = w0.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor emb =
       time_embed_->forward(timestep_embedding(t, u.model_channels, 10000.0, dtype).to(w0.scalar_type()));  // (N, 4mc)
-  // channels_last: as UNet's forward (the input, and the input conv's output for a 1-channel input).
-  const auto nhwc = [&](const at::Tensor& a) { return u.channels_last ? a.contiguous(at::MemoryFormat::ChannelsLast) : a; };
-  at::Tensor h = nhwc(x);  // (N, C, H, W)
-  for (size_t i = 0; i < inputs_.size(); ++i) h = i == 0 ? nhwc(inputs_[i]->forward(h, emb)) : inputs_[i]->forward(h, emb);
+  at::Tensor h = input_conv_forward(inputs_.front(), x, emb, u.channels_last);  // (N, C, H, W)
+  for (size_t i = 1; i < inputs_.size(); ++i) h = inputs_[i]->forward(h, emb);
   h = middle_block_->forward(h, emb);  // (N, C, H / 2^(levels-1), W / 2^(levels-1))
   return out_->forward(h);             // (N, K)
 }

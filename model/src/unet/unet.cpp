@@ -173,12 +173,9 @@ at::Tensor UNetImpl::forward_embedded(const at::Tensor& x, const at::Tensor& emb
   TORCH_CHECK(emb.dim() == 2 && emb.size(0) == x.size(0), "UNet: the embedding must be (N, ", 4 * o.model_channels,
               ") with N = ", x.size(0), ", got ", emb.sizes());
   std::vector<at::Tensor> hs;  // encoder outputs, consumed in reverse by the decoder
-  // channels_last: the input, and the input conv's output (a 1-channel input is NCHW and NHWC at
-  // once, so the conv would keep NCHW): NHWC from there on.
-  const auto nhwc = [&](const at::Tensor& a) { return o.channels_last ? a.contiguous(at::MemoryFormat::ChannelsLast) : a; };
-  at::Tensor h = nhwc(x);  // (N, C, H, W)
+  at::Tensor h = x;  // (N, C, H, W); NHWC memory after the input conv with channels_last
   for (auto& b : inputs_) {
-    h = hs.empty() ? nhwc(b->forward(h, emb)) : b->forward(h, emb);
+    h = hs.empty() ? input_conv_forward(b, h, emb, o.channels_last) : b->forward(h, emb);
     hs.push_back(h);
   }
   h = middle_block_->forward(h, emb);

@@ -145,6 +145,12 @@ class TimestepEmbedSequentialImpl : public torch::nn::Module {
 };
 TORCH_MODULE(TimestepEmbedSequential);
 
+// input_blocks.0 (the input conv) on x. With UNetOptions::channels_last, x and the output in
+// channels-last memory, so every later activation is NHWC (a 1-channel x is NCHW and NHWC at once:
+// the conv alone would keep NCHW); the plain forward otherwise.
+at::Tensor input_conv_forward(TimestepEmbedSequential& first, const at::Tensor& x, const at::Tensor& emb,
+                              bool channels_last);
+
 // 2 * multiply-adds of a k x k convolution producing (cout, h, w) from cin channels.
 double conv_flops(int64_t cin, int64_t cout, int64_t k, int64_t h, int64_t w);
 
